@@ -1,0 +1,64 @@
+# openpolicy-deploy: the two commands are `make up` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+TOOLCHAIN := $(CURDIR)/.toolchain
+# Pinned tools first: the venv (ansible, molecule, linters) and the Go-built binaries.
+export PATH := $(TOOLCHAIN)/bin:$(TOOLCHAIN)/venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# The podman settings these machines need (runc, lower ulimits, host network), without
+# touching /etc: every podman call made through make, Ansible or Molecule reads this file.
+export CONTAINERS_CONF := $(CURDIR)/images/containers.conf
+# The local cluster's kubeconfig: the documented path (README, roles/k8s_cluster).
+export KUBECONFIG := $(CURDIR)/.local/kubeconfig
+
+ENV ?= local
+INVENTORY := inventories/$(ENV)
+PYTEST := python -m pytest
+MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help bootstrap images up down status lint test test-unit test-molecule test-e2e bench $(addprefix molecule-,$(MOLECULE_SCENARIOS))
+
+help: ## show the targets
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+bootstrap: ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
+	python3 scripts/bootstrap.py
+
+images: bootstrap ## build the podman host images (Debian 12, plain and systemd), cached by input hash
+	python3 scripts/podman_images.py build
+
+up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
+	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+down: ## stop the local environment and remove its state
+	ansible-playbook -i $(INVENTORY) playbooks/teardown_local.yml
+
+status: ## show the local environment: cluster, nodes, podman hosts
+	python3 scripts/local_cluster.py status --workdir $(CURDIR)/.local/cluster || true
+	podman ps --filter label=openpolicy.dev/environment=$(ENV) --format '{{.Names}}\t{{.Status}}\t{{.Image}}' || true
+
+lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
+	yamllint --strict .
+	ansible-lint --profile production --offline
+	ruff check scripts tests bench
+	ruff format --check scripts tests bench
+	for chart in charts/*/; do helm lint --strict "$$chart" $$(test -f $${chart}ci/lint-values.yaml && echo -f $${chart}ci/lint-values.yaml); done
+
+test-unit: bootstrap ## pytest: Python units, toolchain, charts (no cluster needed)
+	$(PYTEST) tests/unit
+
+test-molecule: images ## every Molecule scenario under molecule/ (create, converge, idempotence, verify, destroy)
+	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s "$$scenario" || exit 1; done
+
+molecule-%: images ## one Molecule scenario: make molecule-<name>
+	molecule test -s $*
+
+test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
+	$(PYTEST) tests/e2e
+
+test: lint test-unit test-molecule test-e2e ## everything CI runs (.ci/run)
+
+bench: bootstrap ## benchmarks: print their figures, not part of make test
+	for b in bench/*.py; do python "$$b"; done

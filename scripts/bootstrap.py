@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Install or build everything openpolicy-deploy needs, pinned by versions.toml.
+
+Each piece lands in a cache outside the repository, keyed by its version (or by a hash of
+its inputs), so a second run finds it and does nothing:
+
+    ~/.cache/openpolicy-deploy/venv-<hash>/          Python tools (ansible, molecule, linters)
+    ~/.cache/openpolicy-deploy/collections-<hash>/   Ansible collections of requirements.yml
+    ~/.cache/openpolicy-deploy/<tool>-<version>/bin  Go programs built from the module proxy
+
+The repository gets one gitignored folder, `.toolchain/`, of symlinks into that cache:
+`.toolchain/bin` (put it first on PATH), `.toolchain/venv` and `.toolchain/collections`
+(ansible.cfg reads collections from there).
+
+Usage: scripts/bootstrap.py [--only STEP[,STEP]] [--list]
+Steps: venv, collections, go. The podman images are built by scripts/podman_images.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from openpolicy_tools.pins import CACHE_ROOT, load_collection_pins, load_versions  # noqa: E402
+
+TOOLCHAIN = REPO / ".toolchain"
+COMPLETE_MARK = ".complete"
+
+
+class BootstrapError(Exception):
+    """A step cannot finish; the message says what is missing and how to get it."""
+
+
+def log(message: str) -> None:
+    print(f"bootstrap: {message}", flush=True)
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    merged = {**os.environ, **(env or {})}
+    result = subprocess.run(cmd, cwd=cwd, env=merged, text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-15:]
+        raise BootstrapError(f"command failed ({result.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+    return result.stdout
+
+
+def short_hash(*parts: object) -> str:
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARK).is_file()
+
+
+def mark_complete(folder: Path, started: float) -> None:
+    (folder / COMPLETE_MARK).write_text(f"built in {time.monotonic() - started:.1f}s\n")
+
+
+def link(target: Path, name: Path) -> bool:
+    """Point the symlink `name` at `target`; return True when it had to change."""
+    if name.is_symlink() and os.readlink(name) == str(target):
+        return False
+    name.parent.mkdir(parents=True, exist_ok=True)
+    if name.is_symlink() or name.exists():
+        name.unlink()
+    name.symlink_to(target)
+    return True
+
+
+# --- Python tools -------------------------------------------------------------------------
+
+
+def venv_folder(versions: dict) -> Path:
+    pins = versions["python"]
+    key = short_hash(pins, sys.version_info[:2])
+    return CACHE_ROOT / f"venv-{key}"
+
+
+def step_venv(versions: dict) -> str:
+    folder = venv_folder(versions)
+    if not is_complete(folder):
+        started = time.monotonic()
+        shutil.rmtree(folder, ignore_errors=True)
+        log(f"creating virtualenv {folder}")
+        run([sys.executable, "-m", "venv", str(folder)])
+        requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
+        run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *requirements])
+        mark_complete(folder, started)
+        state = "installed"
+    else:
+        state = "cached"
+    link(folder, TOOLCHAIN / "venv")
+    return f"{state} {folder.name}"
+
+
+# --- Ansible collections ------------------------------------------------------------------
+
+
+def manifest_version(collection_dir: Path) -> str | None:
+    manifest = collection_dir / "MANIFEST.json"
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text())["collection_info"]["version"]
+
+
+def offline_wheel_collections(versions: dict, workdir: Path) -> Path:
+    """Unpack the ansible_collections tree of the pinned `ansible` wheel into workdir."""
+    wheel_pin = versions["collections_offline_wheel"]
+    pip = str(venv_folder(versions) / "bin" / "pip")
+    run([pip, "download", f"ansible=={wheel_pin['ansible']}", "--no-deps", "--only-binary=:all:",
+         "--python-version", wheel_pin["python_version"], "--dest", str(workdir), "--quiet",
+         "--disable-pip-version-check"])
+    wheel = next(workdir.glob("ansible-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(workdir / "wheel")
+    return workdir / "wheel" / "ansible_collections"
+
+
+def step_collections(versions: dict) -> str:
+    pins = load_collection_pins(str(venv_folder(versions) / "bin" / "python"))
+    folder = CACHE_ROOT / f"collections-{short_hash(pins, versions['collections_offline_wheel'])}"
+    if not is_complete(folder):
+        started = time.monotonic()
+        shutil.rmtree(folder, ignore_errors=True)
+        venv_python = venv_folder(versions) / "bin" / "python"
+        bundled = Path(run([str(venv_python), "-c",
+                            "import ansible_collections; print(list(ansible_collections.__path__)[0])"
+                            ]).strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as tmp:
+            sources = [bundled, offline_wheel_collections(versions, Path(tmp))]
+            for name, wanted in pins.items():
+                namespace, collection = name.split(".")
+                found = None
+                for source in sources:
+                    candidate = source / namespace / collection
+                    if manifest_version(candidate) == wanted:
+                        found = candidate
+                        break
+                if found is None:
+                    have = {str(s): manifest_version(s / namespace / collection) for s in sources}
+                    raise BootstrapError(
+                        f"collection {name}=={wanted} (requirements.yml) is in no offline source "
+                        f"(found {have}); install it with "
+                        "`ansible-galaxy collection install -r requirements.yml -p .toolchain/collections`")
+                shutil.copytree(found, folder / "ansible_collections" / namespace / collection, symlinks=True)
+        mark_complete(folder, started)
+        state = "installed"
+    else:
+        state = "cached"
+    # Verify what is really there: a hand edit of the cache must not pass silently.
+    for name, wanted in pins.items():
+        namespace, collection = name.split(".")
+        have = manifest_version(folder / "ansible_collections" / namespace / collection)
+        if have != wanted:
+            raise BootstrapError(f"collection {name} is {have} in {folder}, requirements.yml pins {wanted}")
+    link(folder, TOOLCHAIN / "collections")
+    return f"{state} {len(pins)} collections ({', '.join(f'{k} {v}' for k, v in pins.items())})"
+
+
+# --- Go programs --------------------------------------------------------------------------
+
+
+def go_env(folder: Path) -> dict[str, str]:
+    return {"GOFLAGS": "-buildvcs=false -mod=mod", "CGO_ENABLED": "0", "GOBIN": str(folder / "bin"),
+            "GOTOOLCHAIN": "local"}
+
+
+def wrapper_module(folder: Path, name: str) -> Path:
+    src = folder / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    run(["go", "mod", "init", f"openpolicy.local/build/{name}"], cwd=src)
+    return src
+
+
+def build_kubernetes(folder: Path, versions: dict) -> None:
+    version, staging = versions["go"]["kubernetes"], versions["go"]["kubernetes_staging"]
+    env = go_env(folder)
+    src = wrapper_module(folder, "kubernetes")
+    info = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"], cwd=src, env=env))
+    # k8s.io/kubernetes points every staging module at ./staging/...: replace each with the
+    # published module of the matching version, read from its own go.mod (not typed here).
+    staged = [line.split()[0] for line in Path(info["GoMod"]).read_text().splitlines()
+              if "=> ./staging/" in line and line.strip().startswith("k8s.io/")]
+    if not staged:
+        raise BootstrapError(f"no staging replaces found in {info['GoMod']}")
+    for module in staged:
+        run(["go", "mod", "edit", f"-replace={module}={module}@{staging}"], cwd=src, env=env)
+    commands = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+    packages = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
+    run(["go", "get", *[f"{p}@{version}" for p in packages]], cwd=src, env=env)
+    minor = version.lstrip("v").split(".")[1]
+    ldflags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        ldflags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor=1", f"-X {pkg}.gitMinor={minor}",
+                    f"-X {pkg}.gitTreeState=clean"]
+    (folder / "bin").mkdir(exist_ok=True)
+    run(["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(folder / "bin") + "/", *packages],
+        cwd=src, env=env)
+
+
+def build_etcd(folder: Path, versions: dict) -> None:
+    version = versions["go"]["etcd"]
+    env = go_env(folder)
+    src = wrapper_module(folder, "etcd")
+    # go.etcd.io/etcd/server/v3 replaces its sibling modules by path, so `go install` fails;
+    # a two-line main calling etcdmain.Main builds the same server.
+    (src / "main.go").write_text(
+        'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
+        "func main() { etcdmain.Main(os.Args) }\n")
+    run(["go", "get", f"go.etcd.io/etcd/server/v3@{version}"], cwd=src, env=env)
+    (folder / "bin").mkdir(exist_ok=True)
+    run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(folder / "bin" / "etcd"), "."], cwd=src, env=env)
+
+
+def build_helm(folder: Path, versions: dict) -> None:
+    version = versions["go"]["helm"]
+    run(["go", "install", "-trimpath", "-ldflags", f"-s -w -X helm.sh/helm/v4/internal/version.version={version}",
+         f"helm.sh/helm/v4/cmd/helm@{version}"], env=go_env(folder))
+
+
+def module_dir(module: str, version: str, env: dict[str, str]) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        info = json.loads(run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=Path(tmp), env=env))
+    return Path(info["Dir"])
+
+
+def build_kwok(folder: Path, versions: dict) -> None:
+    version = versions["go"]["kwok"]
+    env = go_env(folder)
+    run(["go", "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{version}",
+         f"sigs.k8s.io/kwok/cmd/kwokctl@{version}"], env=env)
+    # Since v0.8.0 the kwok controller needs stage files; keep the module's defaults beside it.
+    stages = module_dir("sigs.k8s.io/kwok", version, env) / "kustomize" / "stage"
+    shutil.rmtree(folder / "stage", ignore_errors=True)
+    shutil.copytree(stages, folder / "stage")
+    for path in (folder / "stage").rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def build_metrics_server(folder: Path, versions: dict) -> None:
+    version = versions["go"]["metrics_server"]
+    env = go_env(folder)
+    src = wrapper_module(folder, "metrics-server")
+    run(["go", "get", "-tool", f"sigs.k8s.io/metrics-server/cmd/metrics-server@{version}"], cwd=src, env=env)
+    (folder / "bin").mkdir(exist_ok=True)
+    run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(folder / "bin" / "metrics-server"),
+         "sigs.k8s.io/metrics-server/cmd/metrics-server"], cwd=src, env=env)
+    # Offline, kwokctl needs the APIService and Service manifests from a local folder.
+    base = module_dir("sigs.k8s.io/metrics-server", version, env) / "manifests" / "base"
+    manifests = folder / "manifests"
+    shutil.rmtree(manifests, ignore_errors=True)
+    manifests.mkdir()
+    for name in ("apiservice.yaml", "service.yaml"):
+        shutil.copyfile(base / name, manifests / name)
+    (manifests / "kustomization.yaml").write_text("resources:\n- apiservice.yaml\n- service.yaml\n")
+
+
+GO_TOOLS: dict[str, tuple[str, Callable[[Path, dict], None], list[str]]] = {
+    # cache name: (versions.yml key, builder, binaries it must leave in bin/)
+    "kubernetes": ("kubernetes", build_kubernetes,
+                   ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]),
+    "etcd": ("etcd", build_etcd, ["etcd"]),
+    "helm": ("helm", build_helm, ["helm"]),
+    "kwok": ("kwok", build_kwok, ["kwok", "kwokctl"]),
+    "metrics-server": ("metrics_server", build_metrics_server, ["metrics-server"]),
+}
+
+
+def go_tool_folder(name: str, versions: dict) -> Path:
+    key = GO_TOOLS[name][0]
+    return CACHE_ROOT / f"{name}-{versions['go'][key]}"
+
+
+def step_go(versions: dict) -> str:
+    if shutil.which("go") is None:
+        raise BootstrapError(
+            "no Go toolchain on PATH: the control plane, Helm and kwok are built from the Go module "
+            "proxy; install Go >= 1.26 (https://go.dev/doc/install, or `apt-get install golang` "
+            "where it is new enough) and run again")
+    report = []
+    for name, (_, builder, binaries) in GO_TOOLS.items():
+        folder = go_tool_folder(name, versions)
+        if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
+            report.append(f"{folder.name} cached")
+        else:
+            started = time.monotonic()
+            log(f"building {folder.name} (the first build of kubernetes takes tens of minutes on 2 cores)")
+            (folder / COMPLETE_MARK).unlink(missing_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            builder(folder, versions)
+            missing = [b for b in binaries if not (folder / "bin" / b).is_file()]
+            if missing:
+                raise BootstrapError(f"{folder.name}: build left no {', '.join(missing)}")
+            shutil.rmtree(folder / "src", ignore_errors=True)
+            mark_complete(folder, started)
+            report.append(f"{folder.name} built in {time.monotonic() - started:.0f}s")
+        for binary in binaries:
+            link(folder / "bin" / binary, TOOLCHAIN / "bin" / binary)
+    return "; ".join(report)
+
+
+STEPS: dict[str, Callable[[dict], str]] = {"venv": step_venv, "collections": step_collections, "go": step_go}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the cache folders and exit")
+    args = parser.parse_args(argv)
+    versions = load_versions()
+    if args.list:
+        print(venv_folder(versions))
+        for name in GO_TOOLS:
+            print(go_tool_folder(name, versions))
+        return 0
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        parser.error(f"--only: unknown step {', '.join(unknown)}; expected some of {', '.join(STEPS)}")
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for step in chosen:
+        try:
+            log(f"{step}: {STEPS[step](versions)}")
+        except BootstrapError as error:
+            print(f"bootstrap: {step}: {error}", file=sys.stderr)
+            return 1
+    log(f"done in {time.monotonic() - started:.1f}s; put {TOOLCHAIN / 'bin'} first on PATH")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

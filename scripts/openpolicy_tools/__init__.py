@@ -1,0 +1,1 @@
+"""Helpers shared by the scripts of openpolicy-deploy (bootstrap, local cluster, images)."""
