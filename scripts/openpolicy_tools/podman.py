@@ -1,0 +1,384 @@
+"""Podman host images for Molecule and the local inventory: flavors, input hashes, builds.
+
+An image flavor is a parent image plus a list of Debian packages installed on top of it. The
+`base` flavor has no parent: it is a debootstrap rootfs imported into podman. Each flavor is
+tagged twice:
+
+    localhost/openpolicy-host:<flavor>-<hash>   pinned: hash of everything that went into it
+    localhost/openpolicy-host:<flavor>          moving alias to the newest build
+
+The hash covers the flavor's definition (packages, the shell step that installs them, image
+settings), the Debian suite, the apt sources copied in and the parent's hash, so changing a
+parent rebuilds its children. A build whose pinned tag exists does nothing.
+
+Only the pure parts (flavor graph, hashing, command lines) are free of side effects; `build`,
+`prune` and `inspect_images` call podman and debootstrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from openpolicy_tools.pins import CACHE_ROOT
+
+IMAGE_REPOSITORY = "localhost/openpolicy-host"
+SUITE = "bookworm"
+HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+IMAGE_CACHE = CACHE_ROOT / "images"
+# Bump when the build procedure itself changes in a way the flavor definitions do not show.
+RECIPE_VERSION = 1
+LABEL_FLAVOR = "openpolicy.dev/image-flavor"
+LABEL_HASH = "openpolicy.dev/image-hash"
+BUILD_CONTAINER_PREFIX = "openpolicy-image-build-"
+
+DB_PACKAGES = (
+    "postgresql-15",
+    "postgresql-contrib",
+    "pgbackrest",
+    "redis-server",
+    "cron",
+    "python3-psycopg2",
+    "acl",
+)
+# Services the db packages install: the image ships them stopped and disabled, so that the
+# roles that own them (PostgreSQL, Redis, backups) decide when they start.
+DB_SERVICES = ("postgresql", "redis-server", "cron")
+
+# Keeps package maintainer scripts from starting services while the image is built.
+_POLICY_RC = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d"
+_APT_INSTALL = "apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold"
+
+
+class ImageError(Exception):
+    """A build or lookup cannot finish; the message says what is missing and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """One image: `packages` installed on top of `parent` (or on a debootstrap rootfs)."""
+
+    name: str
+    parent: str | None
+    packages: tuple[str, ...]
+    description: str
+    systemd: bool = False
+    disable_services: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return ("/sbin/init",) if self.systemd else ("/bin/bash",)
+
+
+FLAVORS: dict[str, Flavor] = {
+    flavor.name: flavor
+    for flavor in (
+        Flavor(
+            name="base",
+            parent=None,
+            packages=("python3", "sudo", "ca-certificates"),
+            description="Debian 12 minbase with python3, sudo, ca-certificates; for plain (not systemd) hosts",
+        ),
+        Flavor(
+            name="systemd",
+            parent="base",
+            packages=("systemd", "systemd-sysv", "dbus"),
+            description="base + systemd as PID 1 (run with --systemd=always /sbin/init)",
+            systemd=True,
+        ),
+        Flavor(
+            name="db",
+            parent="systemd",
+            packages=DB_PACKAGES,
+            description="systemd + PostgreSQL 15, pgBackRest, Redis, cron (services disabled)",
+            systemd=True,
+            disable_services=DB_SERVICES,
+        ),
+        Flavor(
+            name="db-plain",
+            parent="base",
+            packages=DB_PACKAGES,
+            description="base + the db packages, no systemd (services stopped)",
+            disable_services=DB_SERVICES,
+        ),
+    )
+}
+
+
+# --- pure parts -------------------------------------------------------------------------
+
+
+def lineage(name: str, flavors: Mapping[str, Flavor] = FLAVORS) -> list[str]:
+    """Return the flavor's ancestors and itself, root first; reject unknown names and cycles."""
+    chain: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current not in flavors:
+            known = ", ".join(sorted(flavors))
+            raise ImageError(f"unknown image flavor {current!r} (known: {known})")
+        if current in chain:
+            raise ImageError(f"image flavors form a cycle: {' -> '.join([*chain, current])}")
+        chain.append(current)
+        current = flavors[current].parent
+    return list(reversed(chain))
+
+
+def build_order(requested: Sequence[str], flavors: Mapping[str, Flavor] = FLAVORS) -> list[str]:
+    """Return the requested flavors (all when empty) with their parents, each parent first."""
+    order: list[str] = []
+    for name in requested or sorted(flavors):
+        for step in lineage(name, flavors):
+            if step not in order:
+                order.append(step)
+    return order
+
+
+def step_script(flavor: Flavor) -> str:
+    """Return the shell run inside a container of the parent image to make this flavor."""
+    lines = ["set -eu", "export DEBIAN_FRONTEND=noninteractive", _POLICY_RC, "apt-get update -q"]
+    if flavor.parent is not None:
+        lines.append(f"{_APT_INSTALL} {' '.join(flavor.packages)}")
+    for service in flavor.disable_services:
+        # systemctl enable/disable work on unit files without a running systemd.
+        if flavor.systemd:
+            lines.append(f"systemctl disable {service}.service >/dev/null 2>&1 || true")
+        else:
+            lines.append(f"service {service} stop >/dev/null 2>&1 || true")
+    lines += ["rm -f /usr/sbin/policy-rc.d", "apt-get clean", "rm -rf /var/cache/apt/*.bin /tmp/* /var/tmp/*"]
+    return "\n".join(lines) + "\n"
+
+
+def flavor_hash(
+    name: str,
+    sources_text: str,
+    flavors: Mapping[str, Flavor] = FLAVORS,
+    suite: str = SUITE,
+) -> str:
+    """Return the 12-hex-digit hash of everything that goes into `name`, parents included."""
+    lineage(name, flavors)  # rejects unknown names and cycles before recursing
+    flavor = flavors[name]
+    parent_hash = flavor_hash(flavor.parent, sources_text, flavors, suite) if flavor.parent else None
+    inputs = {
+        "recipe": RECIPE_VERSION,
+        "definition": dataclasses.asdict(flavor),
+        "packages": sorted(flavor.packages),
+        "step": step_script(flavor),
+        "command": list(flavor.command),
+        "suite": suite,
+        "parent": parent_hash,
+        # Only the rootfs carries the apt sources; children inherit them through parent_hash.
+        "sources": sources_text if flavor.parent is None else None,
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return digest[:12]
+
+
+def image_ref(name: str, digest: str) -> str:
+    return f"{IMAGE_REPOSITORY}:{name}-{digest}"
+
+
+def alias_ref(name: str) -> str:
+    return f"{IMAGE_REPOSITORY}:{name}"
+
+
+def mirror_from_sources(sources_text: str, suite: str = SUITE) -> str:
+    """Return the first URI of a deb822 stanza that carries `suite` (debootstrap's mirror)."""
+    for stanza in sources_text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if ":" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+        if suite in fields.get("suites", "").split() and fields.get("uris"):
+            return fields["uris"].split()[0]
+    raise ImageError(f"no apt source for suite {suite!r} in the host's {HOST_SOURCES}")
+
+
+def debootstrap_command(flavor: Flavor, target: Path, mirror: str, suite: str = SUITE) -> list[str]:
+    return [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(flavor.packages)}",
+        suite,
+        str(target),
+        mirror,
+    ]
+
+
+def image_changes(flavor: Flavor, digest: str) -> list[str]:
+    """Return podman's --change instructions (command, labels) for a flavor's image."""
+    changes = [
+        f"CMD {json.dumps(list(flavor.command))}",
+        f"LABEL {LABEL_FLAVOR}={flavor.name}",
+        f"LABEL {LABEL_HASH}={digest}",
+    ]
+    if flavor.systemd:
+        changes.append("STOPSIGNAL SIGRTMIN+3")
+    return changes
+
+
+def read_host_sources(path: Path = HOST_SOURCES) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ImageError(f"{path} is missing: the images copy the host's Debian apt sources (Debian 12 host)") from None
+
+
+# --- podman and debootstrap ---------------------------------------------------------------
+
+REQUIRED_TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+
+
+def require_tools(tools: Sequence[str]) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        packages = " ".join(REQUIRED_TOOLS[tool] for tool in missing)
+        raise ImageError(f"{', '.join(missing)} not found: install with `apt-get install -y {packages}`")
+
+
+def run(cmd: Sequence[str], *, stdin: int | None = None, quiet: bool = True) -> str:
+    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
+    result = subprocess.run(list(cmd), stdin=stdin, env=env, text=True, capture_output=quiet, check=False)
+    if result.returncode != 0:
+        tail = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()[-20:]
+        raise ImageError(f"command failed ({result.returncode}): {' '.join(cmd)[:300]}\n" + "\n".join(tail))
+    return result.stdout or ""
+
+
+def podman_ok(*args: str) -> bool:
+    """Run a podman command whose failure is an answer, not an error; return whether it succeeded."""
+    return subprocess.run(["podman", *args], capture_output=True, check=False).returncode == 0
+
+
+def image_exists(ref: str) -> bool:
+    return podman_ok("image", "exists", ref)
+
+
+def image_id(ref: str) -> str:
+    return run(["podman", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Serialise builds across processes: several `make images` may run at once."""
+    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    with (IMAGE_CACHE / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def rootfs_tarball(flavor: Flavor, digest: str, sources_text: str) -> Path:
+    """Return the cached debootstrap rootfs tarball for `base`, making it when absent."""
+    tarball = IMAGE_CACHE / f"rootfs-{SUITE}-{flavor.name}-{digest}.tar"
+    if tarball.exists():
+        return tarball
+    require_tools(["debootstrap"])
+    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=IMAGE_CACHE) as workdir:
+        target = Path(workdir) / "root"
+        run(debootstrap_command(flavor, target, mirror_from_sources(sources_text)))
+        sources_dir = target / "etc/apt/sources.list.d"
+        sources_dir.mkdir(parents=True, exist_ok=True)
+        (sources_dir / HOST_SOURCES.name).write_text(sources_text)
+        (target / "etc/apt/sources.list").unlink(missing_ok=True)
+        for cache_dir in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (target / cache_dir).glob("*.deb" if "archives" in cache_dir else "*_*"):
+                entry.unlink()
+        partial = tarball.with_suffix(".tar.partial")
+        run(["tar", "--numeric-owner", "-C", str(target), "-cf", str(partial), "."])
+        partial.rename(tarball)
+    return tarball
+
+
+def commit_step(flavor: Flavor, parent_ref: str, ref: str, digest: str) -> None:
+    """Run the flavor's step in a container of `parent_ref` and commit it as `ref`."""
+    container = f"{BUILD_CONTAINER_PREFIX}{flavor.name}-{digest}"
+    podman_ok("rm", "-f", container)
+    try:
+        run(["podman", "run", "--name", container, parent_ref, "/bin/sh", "-c", step_script(flavor)])
+        changes = [arg for change in image_changes(flavor, digest) for arg in ("--change", change)]
+        run(["podman", "commit", "--quiet", *changes, container, ref])
+    finally:
+        podman_ok("rm", "-f", container)
+
+
+def build_flavor(flavor: Flavor, digest: str, parent_digest: str | None, sources_text: str) -> None:
+    ref = image_ref(flavor.name, digest)
+    if flavor.parent is None:
+        tarball = rootfs_tarball(flavor, digest, sources_text)
+        rootfs_ref = f"{IMAGE_REPOSITORY}:{flavor.name}-rootfs-{digest}"
+        with tarball.open("rb") as handle:
+            run(["podman", "import", "--quiet", "-", rootfs_ref], stdin=handle.fileno())
+        try:
+            commit_step(flavor, rootfs_ref, ref, digest)
+        finally:
+            podman_ok("rmi", rootfs_ref)
+    else:
+        assert parent_digest is not None
+        commit_step(flavor, image_ref(flavor.parent, parent_digest), ref, digest)
+
+
+def build(requested: Sequence[str], sources_text: str | None = None) -> list[tuple[str, str, float]]:
+    """Build the requested flavors (all when empty) and their parents; return (name, state, seconds)."""
+    require_tools(["podman", "runc"])
+    sources = read_host_sources() if sources_text is None else sources_text
+    results: list[tuple[str, str, float]] = []
+    with build_lock():
+        for name in build_order(requested):
+            started = time.monotonic()
+            flavor = FLAVORS[name]
+            digest = flavor_hash(name, sources)
+            ref = image_ref(name, digest)
+            state = "cached"
+            if not image_exists(ref):
+                parent_digest = flavor_hash(flavor.parent, sources) if flavor.parent else None
+                build_flavor(flavor, digest, parent_digest, sources)
+                state = "built"
+            run(["podman", "tag", ref, alias_ref(name)])
+            seconds = time.monotonic() - started
+            print(f"images: {name:<9} {state:<6} {ref}  {seconds:.1f}s", flush=True)
+            results.append((name, state, seconds))
+    return results
+
+
+def current_refs(sources_text: str) -> dict[str, str]:
+    return {name: image_ref(name, flavor_hash(name, sources_text)) for name in FLAVORS}
+
+
+def listed_images() -> list[tuple[str, str]]:
+    """Return (reference, image id) for every tag of the image repository podman holds."""
+    out = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", IMAGE_REPOSITORY])
+    return [tuple(line.split()[:2]) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def prune(sources_text: str | None = None) -> list[str]:
+    """Remove images, build containers and rootfs tarballs that no current flavor uses."""
+    require_tools(["podman"])
+    sources = read_host_sources() if sources_text is None else sources_text
+    keep = set(current_refs(sources).values()) | {alias_ref(name) for name in FLAVORS}
+    keep_digests = {ref.rsplit("-", 1)[1] for ref in keep if "-" in ref.rsplit(":", 1)[1]}
+    removed: list[str] = []
+    with build_lock():
+        out = run(["podman", "ps", "-a", "--format", "{{.Names}}"])
+        for container in out.split():
+            if container.startswith(BUILD_CONTAINER_PREFIX):
+                podman_ok("rm", "-f", container)
+                removed.append(f"container {container}")
+        for ref, _ in listed_images():
+            # An image still used by a container stays: podman refuses and we move on.
+            if ref not in keep and podman_ok("rmi", ref):
+                removed.append(f"image {ref}")
+        for tarball in IMAGE_CACHE.glob("rootfs-*.tar"):
+            if tarball.stem.rsplit("-", 1)[1] not in keep_digests:
+                tarball.unlink()
+                removed.append(f"tarball {tarball}")
+    return removed
