@@ -36,8 +36,12 @@ PLATFORM_RELEASE_NAMESPACE = "openpolicy-system"
 
 # Test stand-ins: an image version, and one database/Redis host per environment.
 TEST_IMAGE_TAG = "1.4.2"
-TEST_DB_CIDRS = {"local": "10.89.0.10/32", "dev": "10.20.0.10/32", "staging": "10.30.0.10/32",
-                 "production": "10.40.0.10/32"}
+TEST_DB_CIDRS = {
+    "local": "10.89.0.10/32",
+    "dev": "10.20.0.10/32",
+    "staging": "10.30.0.10/32",
+    "production": "10.40.0.10/32",
+}
 # The local cluster's simulated nodes carry this taint.
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}
 # Environment variables whose values carry credentials: they come from the Secret, by key.
@@ -54,13 +58,29 @@ SECRET_KEY_ENV = {
 }
 # Sample non-secret settings for the catalog's env names; others get no value here.
 CONFIG_SAMPLES = {
-    "LOG_LEVEL": "info", "ENABLE_METRICS": "true", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "5",
-    "JWT_EXPIRES_IN": "900", "JWT_REFRESH_EXPIRES_IN": "86400", "ENABLE_2FA": "true",
-    "ENABLE_RATE_LIMITING": "true", "MAX_LOGIN_ATTEMPTS": "5", "SESSION_TIMEOUT": "3600",
-    "CONFIG_REFRESH_INTERVAL": "60", "ENABLE_HOT_RELOAD": "false", "ENABLE_CONFIG_VALIDATION": "true",
-    "SEARCH_INDEX_PREFIX": "openpolicy", "ENABLE_EMAIL": "true", "ENABLE_SMS": "false",
-    "ENABLE_PUSH": "false", "HEALTH_CHECK_INTERVAL": "30", "HEALTH_CHECK_TIMEOUT": "5",
-    "BATCH_SIZE": "500", "MAX_WORKERS": "4", "MAX_CONCURRENT_SCRAPERS": "4", "DEFAULT_TIMEOUT": "30",
+    "LOG_LEVEL": "info",
+    "ENABLE_METRICS": "true",
+    "DB_POOL_SIZE": "10",
+    "DB_MAX_OVERFLOW": "5",
+    "JWT_EXPIRES_IN": "900",
+    "JWT_REFRESH_EXPIRES_IN": "86400",
+    "ENABLE_2FA": "true",
+    "ENABLE_RATE_LIMITING": "true",
+    "MAX_LOGIN_ATTEMPTS": "5",
+    "SESSION_TIMEOUT": "3600",
+    "CONFIG_REFRESH_INTERVAL": "60",
+    "ENABLE_HOT_RELOAD": "false",
+    "ENABLE_CONFIG_VALIDATION": "true",
+    "SEARCH_INDEX_PREFIX": "openpolicy",
+    "ENABLE_EMAIL": "true",
+    "ENABLE_SMS": "false",
+    "ENABLE_PUSH": "false",
+    "HEALTH_CHECK_INTERVAL": "30",
+    "HEALTH_CHECK_TIMEOUT": "5",
+    "BATCH_SIZE": "500",
+    "MAX_WORKERS": "4",
+    "MAX_CONCURRENT_SCRAPERS": "4",
+    "DEFAULT_TIMEOUT": "30",
     "RETRY_ATTEMPTS": "3",
 }
 
@@ -97,21 +117,34 @@ def namespace(environment: str) -> str:
 def build_dependencies() -> None:
     """`helm dependency build` for the app charts (vendors openpolicy-common; offline)."""
     for chart in APP_CHARTS:
-        run = subprocess.run([helm_binary(), "dependency", "build", "--skip-refresh", str(chart)],
-                             capture_output=True, text=True, check=False)
+        run = subprocess.run(
+            [helm_binary(), "dependency", "build", "--skip-refresh", str(chart)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if run.returncode != 0:
             raise HelmError(f"helm dependency build {chart.name}: {run.stderr.strip()}")
 
 
-def helm_template(chart: Path, release: str, namespace_: str, values: dict | None = None,
-                  values_files: tuple[Path, ...] = ()) -> list[dict]:
+def helm_template(
+    chart: Path, release: str, namespace_: str, values: dict | None = None, values_files: tuple[Path, ...] = ()
+) -> list[dict]:
     """Render one release and return its manifests (hooks included)."""
     build_dependencies()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="values-") as handle:
         yaml.safe_dump(values or {}, handle)
         handle.flush()
-        command = [helm_binary(), "template", release, str(chart), "--namespace", namespace_,
-                   "--kube-version", KUBE_VERSION]
+        command = [
+            helm_binary(),
+            "template",
+            release,
+            str(chart),
+            "--namespace",
+            namespace_,
+            "--kube-version",
+            KUBE_VERSION,
+        ]
         for path in values_files:
             command += ["--values", str(path)]
         command += ["--values", handle.name]
@@ -154,25 +187,39 @@ def service_values(name: str, environment: str) -> dict:
         "resources": copy.deepcopy(service["resources"]),
         "callers": _callers(name),
         "calls": [{"name": called, "port": _port(called)} for called in service.get("calls") or []],
-        "database": {"enabled": "postgresql" in needs, "port": infra["postgresql"]["port"],
-                     "cidrs": [TEST_DB_CIDRS[environment]] if "postgresql" in needs else []},
-        "redis": {"enabled": "redis" in needs, "port": infra["redis"]["port"],
-                  "cidrs": [TEST_DB_CIDRS[environment]] if "redis" in needs else []},
+        "database": {
+            "enabled": "postgresql" in needs,
+            "port": infra["postgresql"]["port"],
+            "cidrs": [TEST_DB_CIDRS[environment]] if "postgresql" in needs else [],
+        },
+        "redis": {
+            "enabled": "redis" in needs,
+            "port": infra["redis"]["port"],
+            "cidrs": [TEST_DB_CIDRS[environment]] if "redis" in needs else [],
+        },
         "externalHttps": {"enabled": "https" in (service.get("external_egress") or [])},
         "config": config,
         "existingSecret": f"{name}-secrets" if secret_env else "",
         "secretEnv": secret_env,
-        "migration": {"enabled": bool(service.get("migration")), "command": ["openpolicy-migrate"],
-                      "args": ["upgrade", "head"]},
-        "cronJobs": [{"name": job["name"], "schedule": job["cron"], "args": ["scrape", job["name"]]}
-                     for job in service.get("schedules") or []],
-        "monitoring": {"serviceMonitor": {"enabled": environment != "local"},
-                       "prometheusRule": {"enabled": environment != "local"}},
+        "migration": {
+            "enabled": bool(service.get("migration")),
+            "command": ["openpolicy-migrate"],
+            "args": ["upgrade", "head"],
+        },
+        "cronJobs": [
+            {"name": job["name"], "schedule": job["cron"], "args": ["scrape", job["name"]]}
+            for job in service.get("schedules") or []
+        ],
+        "monitoring": {
+            "serviceMonitor": {"enabled": environment != "local"},
+            "prometheusRule": {"enabled": environment != "local"},
+        },
     }
     if scaled:
         target = service["autoscaling"]["production"]
         values["autoscaling"] = {
-            "enabled": True, "minReplicas": target["min"],
+            "enabled": True,
+            "minReplicas": target["min"],
             "maxReplicas": target["max"] if production else min(target["max"], 4),
             "targetCPUUtilizationPercentage": target["cpu_pct"],
             "targetMemoryUtilizationPercentage": target["memory_pct"],
@@ -180,8 +227,12 @@ def service_values(name: str, environment: str) -> dict:
         if not production:
             values["autoscaling"]["minReplicas"] = min(2, values["autoscaling"]["maxReplicas"])
     if service.get("public"):
-        values["ingress"] = {"enabled": True, "className": "nginx", "host": f"api.{environment}.openpolicy.example",
-                             "tlsSecretName": "" if environment == "local" else "api-gateway-tls"}
+        values["ingress"] = {
+            "enabled": True,
+            "className": "nginx",
+            "host": f"api.{environment}.openpolicy.example",
+            "tlsSecretName": "" if environment == "local" else "api-gateway-tls",
+        }
     if environment == "local":
         values["tolerations"] = [KWOK_TOLERATION]
     return values
@@ -190,10 +241,22 @@ def service_values(name: str, environment: str) -> dict:
 def platform_values(environment: str) -> dict:
     values: dict = {"environment": environment, "namespace": {"name": namespace(environment), "create": True}}
     if environment in ("staging", "production"):
-        values["resourceQuota"] = {"enabled": True, "hard": {
-            "requests.cpu": "16", "requests.memory": "32Gi", "limits.cpu": "48", "limits.memory": "72Gi",
-            "pods": "120", "services": "20", "configmaps": "60", "secrets": "80",
-            "persistentvolumeclaims": "0", "services.loadbalancers": "0", "services.nodeports": "0"}}
+        values["resourceQuota"] = {
+            "enabled": True,
+            "hard": {
+                "requests.cpu": "16",
+                "requests.memory": "32Gi",
+                "limits.cpu": "48",
+                "limits.memory": "72Gi",
+                "pods": "120",
+                "services": "20",
+                "configmaps": "60",
+                "secrets": "80",
+                "persistentvolumeclaims": "0",
+                "services.loadbalancers": "0",
+                "services.nodeports": "0",
+            },
+        }
     return values
 
 
@@ -205,8 +268,9 @@ def render_service(name: str, environment: str, overrides: dict | None = None) -
 
 
 def render_platform(environment: str) -> list[dict]:
-    return helm_template(PLATFORM_CHART, f"openpolicy-platform-{environment}", PLATFORM_RELEASE_NAMESPACE,
-                         platform_values(environment))
+    return helm_template(
+        PLATFORM_CHART, f"openpolicy-platform-{environment}", PLATFORM_RELEASE_NAMESPACE, platform_values(environment)
+    )
 
 
 def render_all(monitoring: bool | None = None) -> dict[tuple[str, str], list[dict]]:
@@ -222,8 +286,9 @@ def render_all(monitoring: bool | None = None) -> dict[tuple[str, str], list[dic
         for name in service_names():
             overrides = None
             if monitoring is not None:
-                overrides = {"monitoring": {"serviceMonitor": {"enabled": monitoring},
-                                            "prometheusRule": {"enabled": monitoring}}}
+                overrides = {
+                    "monitoring": {"serviceMonitor": {"enabled": monitoring}, "prometheusRule": {"enabled": monitoring}}
+                }
             jobs[(environment, name)] = (render_service, name, environment, overrides)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {key: pool.submit(job[0], *job[1:]) for key, job in jobs.items()}

@@ -98,7 +98,7 @@ def test_every_container_is_restricted_with_probes_and_resources(rendered: dict,
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_resources_follow_the_catalog(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     deployment = one(rendered[case], "Deployment", name)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == catalog_service(name)["resources"]
@@ -132,7 +132,7 @@ def test_multi_replica_deployments_have_a_pdb(rendered: dict, case: tuple[str, s
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_service_account_and_service(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     manifests = rendered[case]
     sa = one(manifests, "ServiceAccount", name)
     assert sa["automountServiceAccountToken"] is False
@@ -149,7 +149,7 @@ def test_service_account_and_service(rendered: dict, case: tuple[str, str]) -> N
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_every_service_has_a_network_policy_from_the_catalog(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     service = catalog_service(name)
     policy = one([m for m in rendered[case] if not is_hook(m)], "NetworkPolicy", name)
     spec = policy["spec"]
@@ -270,7 +270,7 @@ def test_ingress_for_the_gateway_only(rendered: dict, case: tuple[str, str]) -> 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_cronjobs_for_scheduled_work(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     schedules = {job["name"]: job["cron"] for job in catalog_service(name).get("schedules") or []}
     cronjobs = kinds(rendered[case], "CronJob")
     assert {cj["metadata"]["name"]: cj["spec"]["schedule"] for cj in cronjobs} == {
@@ -287,7 +287,7 @@ def test_cronjobs_for_scheduled_work(rendered: dict, case: tuple[str, str]) -> N
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_migration_is_a_pre_install_and_pre_upgrade_hook(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     hooks = [m for m in rendered[case] if is_hook(m)]
     if not catalog_service(name).get("migration"):
         assert not hooks
@@ -300,23 +300,31 @@ def test_migration_is_a_pre_install_and_pre_upgrade_hook(rendered: dict, case: t
     job_weight = int(annotations["helm.sh/hook-weight"])
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    needed = {("ServiceAccount", pod["serviceAccountName"]),
-              ("ConfigMap", pod["containers"][0]["envFrom"][0]["configMapRef"]["name"]),
-              ("NetworkPolicy", f"{name}-migration")}
+    needed = {
+        ("ServiceAccount", pod["serviceAccountName"]),
+        ("ConfigMap", pod["containers"][0]["envFrom"][0]["configMapRef"]["name"]),
+        ("NetworkPolicy", f"{name}-migration"),
+    }
     for kind, hook_name in needed:
         helper = one(hooks, kind, hook_name)
         assert int(helper["metadata"]["annotations"]["helm.sh/hook-weight"]) < job_weight, f"{kind} after the Job"
     policy = one(hooks, "NetworkPolicy", f"{name}-migration")
-    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == job["spec"]["template"][
-        "metadata"]["labels"]["app.kubernetes.io/name"]
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        == job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    )
     assert 5432 in {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
 
 
 def test_pod_labels_reach_deployment_pods_and_migration_labels_reach_migration_pods() -> None:
-    manifests = render.render_service("auth-service", "local", {
-        "podLabels": {"openpolicy.dev/simulate": "crashloop"},
-        "migration": {"podLabels": {"openpolicy.dev/simulate": "fail"}},
-    })
+    manifests = render.render_service(
+        "auth-service",
+        "local",
+        {
+            "podLabels": {"openpolicy.dev/simulate": "crashloop"},
+            "migration": {"podLabels": {"openpolicy.dev/simulate": "fail"}},
+        },
+    )
     deployment = one(manifests, "Deployment")
     assert deployment["spec"]["template"]["metadata"]["labels"]["openpolicy.dev/simulate"] == "crashloop"
     assert "openpolicy.dev/simulate" not in deployment["spec"]["selector"]["matchLabels"]
@@ -335,7 +343,7 @@ def test_local_pods_tolerate_the_simulated_nodes(rendered: dict, env: str) -> No
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_monitoring_objects_follow_the_flags(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    env, _name = case
     monitors = kinds(rendered[case], "ServiceMonitor")
     rules = kinds(rendered[case], "PrometheusRule")
     if env == "local":
@@ -345,8 +353,12 @@ def test_monitoring_objects_follow_the_flags(rendered: dict, case: tuple[str, st
     assert monitor["spec"]["endpoints"][0] == {"port": "http", "path": "/metrics", "interval": "30s"}
     (rule,) = rules
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
-    expected = {"OpenPolicyServiceDown", "OpenPolicyServiceErrorRateHigh", "OpenPolicyServiceLatencyP95High",
-                "OpenPolicyPodCrashLooping"}
+    expected = {
+        "OpenPolicyServiceDown",
+        "OpenPolicyServiceErrorRateHigh",
+        "OpenPolicyServiceLatencyP95High",
+        "OpenPolicyPodCrashLooping",
+    }
     if kinds(rendered[case], "HorizontalPodAutoscaler"):
         expected.add("OpenPolicyHPAAtMaximum")
     assert alerts == expected
@@ -354,7 +366,7 @@ def test_monitoring_objects_follow_the_flags(rendered: dict, case: tuple[str, st
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_production_images_are_pinned(rendered: dict, case: tuple[str, str]) -> None:
-    env, name = case
+    _env, name = case
     for where, _, spec in pod_specs(rendered[case]):
         for container in spec["containers"]:
             repository, _, tag = container["image"].rpartition(":")
@@ -378,7 +390,11 @@ def test_platform_baseline(rendered: dict, env: str) -> None:
     assert "ingress" not in deny
     assert [p["port"] for rule in deny["egress"] for p in rule["ports"]] == [53, 53]
     assert {pc["metadata"]["name"] for pc in kinds(manifests, "PriorityClass")} == {
-        "openpolicy-edge", "openpolicy-core", "openpolicy-data", "openpolicy-batch"}
+        "openpolicy-edge",
+        "openpolicy-core",
+        "openpolicy-data",
+        "openpolicy-batch",
+    }
 
 
 @pytest.mark.parametrize("env", render.environments())
@@ -395,15 +411,33 @@ def test_platform_rbac_is_least_privilege(rendered: dict, env: str) -> None:
     for rule in roles["openpolicy-operator-readonly"]["rules"]:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}
         assert "secrets" not in rule["resources"]
-    deployer = {(group, resource) for rule in roles["openpolicy-deployer"]["rules"] for group in rule["apiGroups"]
-                for resource in rule["resources"] if "create" in rule["verbs"]}
-    rendered_kinds = {("apps", "deployments"), ("", "services"), ("", "configmaps"), ("", "serviceaccounts"),
-                      ("batch", "jobs"), ("batch", "cronjobs"), ("autoscaling", "horizontalpodautoscalers"),
-                      ("policy", "poddisruptionbudgets"), ("networking.k8s.io", "networkpolicies"),
-                      ("networking.k8s.io", "ingresses"), ("monitoring.coreos.com", "servicemonitors"),
-                      ("monitoring.coreos.com", "prometheusrules"), ("", "secrets")}
+    deployer = {
+        (group, resource)
+        for rule in roles["openpolicy-deployer"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if "create" in rule["verbs"]
+    }
+    rendered_kinds = {
+        ("apps", "deployments"),
+        ("", "services"),
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("networking.k8s.io", "ingresses"),
+        ("monitoring.coreos.com", "servicemonitors"),
+        ("monitoring.coreos.com", "prometheusrules"),
+        ("", "secrets"),
+    }
     assert rendered_kinds <= deployer, "the deployer must be able to create what the service chart renders"
     bindings = {b["metadata"]["name"]: b for b in kinds(manifests, "RoleBinding")}
     assert bindings["openpolicy-deployer"]["subjects"][0]["kind"] == "ServiceAccount"
     assert bindings["openpolicy-operator-readonly"]["subjects"][0] == {
-        "kind": "Group", "name": "openpolicy-operators", "apiGroup": "rbac.authorization.k8s.io"}
+        "kind": "Group",
+        "name": "openpolicy-operators",
+        "apiGroup": "rbac.authorization.k8s.io",
+    }
