@@ -37,9 +37,8 @@ topologySpreadConstraints:
 {{- end -}}
 
 {{/*
-Writable scratch space for a read-only root file system: an emptyDir at /tmp.
+Writable scratch space for a read-only root file system: an emptyDir volume named tmp.
 Usage: volumes: {{ include "openpolicy-common.pod.tmpVolume" .Values.tmpDir | nindent 8 }}
-       volumeMounts: {{ include "openpolicy-common.pod.tmpMount" . | nindent 12 }}
 */}}
 {{- define "openpolicy-common.pod.tmpVolume" -}}
 - name: tmp
@@ -48,6 +47,10 @@ Usage: volumes: {{ include "openpolicy-common.pod.tmpVolume" .Values.tmpDir | ni
     sizeLimit: {{ .sizeLimit }}
 {{- end -}}
 
+{{/*
+The mount of that volume at /tmp.
+Usage: volumeMounts: {{ include "openpolicy-common.pod.tmpMount" . | nindent 12 }}
+*/}}
 {{- define "openpolicy-common.pod.tmpMount" -}}
 - name: tmp
   mountPath: /tmp
