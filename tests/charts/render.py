@@ -251,7 +251,7 @@ def platform_values(environment: str) -> dict:
                 "pods": "120",
                 "services": "20",
                 "configmaps": "60",
-                "secrets": "80",
+                "secrets": "200",
                 "persistentvolumeclaims": "0",
                 "services.loadbalancers": "0",
                 "services.nodeports": "0",
