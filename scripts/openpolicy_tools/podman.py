@@ -86,8 +86,9 @@ FLAVORS: dict[str, Flavor] = {
         Flavor(
             name="base",
             parent=None,
-            packages=("python3", "sudo", "ca-certificates"),
-            description="Debian 12 minbase with python3, sudo, ca-certificates; for plain (not systemd) hosts",
+            # python3-apt: Ansible's apt module needs it for check mode (and installs it otherwise).
+            packages=("python3", "python3-apt", "sudo", "ca-certificates"),
+            description="Debian 12 minbase with python3, python3-apt, sudo, ca-certificates; for plain hosts",
         ),
         Flavor(
             name="systemd",
@@ -147,7 +148,7 @@ def step_script(flavor: Flavor) -> str:
     """Return the shell run inside a container of the parent image to make this flavor."""
     lines = ["set -eu", "export DEBIAN_FRONTEND=noninteractive", _POLICY_RC, "apt-get update -q"]
     if flavor.parent is not None:
-        lines.append(f"{_APT_INSTALL} {' '.join(flavor.packages)}")
+        lines.append(f"{_APT_INSTALL} {' '.join(sorted(flavor.packages))}")
     for service in flavor.disable_services:
         # systemctl enable/disable work on unit files without a running systemd.
         if flavor.systemd:
@@ -168,10 +169,11 @@ def flavor_hash(
     lineage(name, flavors)  # rejects unknown names and cycles before recursing
     flavor = flavors[name]
     parent_hash = flavor_hash(flavor.parent, sources_text, flavors, suite) if flavor.parent else None
+    # The description is prose and the package order does not change what apt installs.
+    definition = {**dataclasses.asdict(flavor), "description": None, "packages": sorted(flavor.packages)}
     inputs = {
         "recipe": RECIPE_VERSION,
-        "definition": dataclasses.asdict(flavor),
-        "packages": sorted(flavor.packages),
+        "definition": definition,
         "step": step_script(flavor),
         "command": list(flavor.command),
         "suite": suite,
@@ -208,7 +210,7 @@ def debootstrap_command(flavor: Flavor, target: Path, mirror: str, suite: str = 
     return [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(flavor.packages)}",
+        f"--include={','.join(sorted(flavor.packages))}",
         suite,
         str(target),
         mirror,
@@ -239,8 +241,10 @@ def read_host_sources(path: Path = HOST_SOURCES) -> str:
 REQUIRED_TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
 
 
-def require_tools(tools: Sequence[str]) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+def require_tools(tools: Sequence[str], path: str | None = None) -> None:
+    """Fail with the apt command to run when a tool is missing (root's sbin counts: debootstrap is there)."""
+    search = path if path is not None else f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
+    missing = [tool for tool in tools if shutil.which(tool, path=search) is None]
     if missing:
         packages = " ".join(REQUIRED_TOOLS[tool] for tool in missing)
         raise ImageError(f"{', '.join(missing)} not found: install with `apt-get install -y {packages}`")
@@ -277,25 +281,37 @@ def build_lock() -> Iterator[None]:
         yield
 
 
+def unmount_below(directory: Path) -> None:
+    """Unmount what an interrupted debootstrap left mounted (proc, sys, device binds) before deleting."""
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    prefix = str(directory.resolve()) + "/"
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def rootfs_tarball(flavor: Flavor, digest: str, sources_text: str) -> Path:
     """Return the cached debootstrap rootfs tarball for `base`, making it when absent."""
     tarball = IMAGE_CACHE / f"rootfs-{SUITE}-{flavor.name}-{digest}.tar"
     if tarball.exists():
         return tarball
     require_tools(["debootstrap"])
-    with tempfile.TemporaryDirectory(prefix="rootfs-", dir=IMAGE_CACHE) as workdir:
-        target = Path(workdir) / "root"
+    workdir = Path(tempfile.mkdtemp(prefix="rootfs-", dir=IMAGE_CACHE))
+    target = workdir / "root"
+    try:
         run(debootstrap_command(flavor, target, mirror_from_sources(sources_text)))
         sources_dir = target / "etc/apt/sources.list.d"
         sources_dir.mkdir(parents=True, exist_ok=True)
         (sources_dir / HOST_SOURCES.name).write_text(sources_text)
         (target / "etc/apt/sources.list").unlink(missing_ok=True)
-        for cache_dir in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for entry in (target / cache_dir).glob("*.deb" if "archives" in cache_dir else "*_*"):
-                entry.unlink()
+        for leftover in [*target.glob("var/cache/apt/archives/*.deb"), *target.glob("var/lib/apt/lists/*_*")]:
+            leftover.unlink()
         partial = tarball.with_suffix(".tar.partial")
         run(["tar", "--numeric-owner", "-C", str(target), "-cf", str(partial), "."])
         partial.rename(tarball)
+    finally:
+        unmount_below(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
     return tarball
 
 
