@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from openpolicy_tools.pins import CACHE_ROOT, load_collection_pins, load_versions  # noqa: E402
+from openpolicy_tools.pins import CACHE_ROOT, go_tool_dir, load_collection_pins, load_versions  # noqa: E402
 
 TOOLCHAIN = REPO / ".toolchain"
 COMPLETE_MARK = ".complete"
@@ -270,36 +270,32 @@ def build_metrics_server(folder: Path, versions: dict) -> None:
     (manifests / "kustomization.yaml").write_text("resources:\n- apiservice.yaml\n- service.yaml\n")
 
 
-GO_TOOLS: dict[str, tuple[str, Callable[[Path, dict], None], list[str]]] = {
-    # cache name: (versions.yml key, builder, binaries it must leave in bin/)
-    "kubernetes": ("kubernetes", build_kubernetes,
-                   ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]),
-    "etcd": ("etcd", build_etcd, ["etcd"]),
-    "helm": ("helm", build_helm, ["helm"]),
-    "kwok": ("kwok", build_kwok, ["kwok", "kwokctl"]),
-    "metrics-server": ("metrics_server", build_metrics_server, ["metrics-server"]),
+GO_TOOLS: dict[str, tuple[Callable[[Path, dict], None], list[str]]] = {
+    # cache name (openpolicy_tools.pins.GO_TOOL_KEYS): (builder, binaries it must leave in bin/)
+    "kubernetes": (build_kubernetes, ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]),
+    "etcd": (build_etcd, ["etcd"]),
+    "helm": (build_helm, ["helm"]),
+    "kwok": (build_kwok, ["kwok", "kwokctl"]),
+    "metrics-server": (build_metrics_server, ["metrics-server"]),
 }
 
 
-def go_tool_folder(name: str, versions: dict) -> Path:
-    key = GO_TOOLS[name][0]
-    return CACHE_ROOT / f"{name}-{versions['go'][key]}"
-
-
-def step_go(versions: dict) -> str:
+def step_go(versions: dict, tools: list[str] | None = None) -> str:
     if shutil.which("go") is None:
         raise BootstrapError(
             "no Go toolchain on PATH: the control plane, Helm and kwok are built from the Go module "
             "proxy; install Go >= 1.26 (https://go.dev/doc/install, or `apt-get install golang` "
             "where it is new enough) and run again")
     report = []
-    for name, (_, builder, binaries) in GO_TOOLS.items():
-        folder = go_tool_folder(name, versions)
+    for name, (builder, binaries) in GO_TOOLS.items():
+        if tools and name not in tools:
+            continue
+        folder = go_tool_dir(name, versions)
         if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
             report.append(f"{folder.name} cached")
         else:
             started = time.monotonic()
-            log(f"building {folder.name} (the first build of kubernetes takes tens of minutes on 2 cores)")
+            log(f"building {folder.name} from the Go module proxy")
             (folder / COMPLETE_MARK).unlink(missing_ok=True)
             folder.mkdir(parents=True, exist_ok=True)
             builder(folder, versions)
@@ -320,13 +316,15 @@ STEPS: dict[str, Callable[[dict], str]] = {"venv": step_venv, "collections": ste
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps (default: all)")
+    parser.add_argument("--tool", action="append", choices=list(GO_TOOLS),
+                        help="with the go step, build only this Go program (repeatable)")
     parser.add_argument("--list", action="store_true", help="print the cache folders and exit")
     args = parser.parse_args(argv)
     versions = load_versions()
     if args.list:
         print(venv_folder(versions))
         for name in GO_TOOLS:
-            print(go_tool_folder(name, versions))
+            print(go_tool_dir(name, versions))
         return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STEPS]
@@ -336,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     for step in chosen:
         try:
-            log(f"{step}: {STEPS[step](versions)}")
+            result = step_go(versions, args.tool) if step == "go" else STEPS[step](versions)
+            log(f"{step}: {result}")
         except BootstrapError as error:
             print(f"bootstrap: {step}: {error}", file=sys.stderr)
             return 1

@@ -33,3 +33,19 @@ def load_collection_pins(python: str = "python3") -> dict[str, str]:
         if version.startswith((">", "<", "=", "~", "*")):
             raise ValueError(f"requirements.yml: collection {name} must pin an exact version, got {version!r}")
     return pins
+
+
+# Go programs: cache folder name -> the key of versions.toml's [go] table.
+GO_TOOL_KEYS = {
+    "kubernetes": "kubernetes",
+    "etcd": "etcd",
+    "helm": "helm",
+    "kwok": "kwok",
+    "metrics-server": "metrics_server",
+}
+
+
+def go_tool_dir(name: str, versions: dict | None = None) -> Path:
+    """The cache folder of one Go program, keyed by its pinned version."""
+    versions = versions or load_versions()
+    return CACHE_ROOT / f"{name}-{versions['go'][GO_TOOL_KEYS[name]]}"

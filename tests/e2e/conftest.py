@@ -1,0 +1,55 @@
+"""A local kwok cluster for the end-to-end tests, brought up by the toolkit's own playbook.
+
+It is a cluster of its own (name openpolicy-e2e, state under pytest's temporary folder), so
+the tests neither need nor disturb the cluster of `make up`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Kube, recap, run_playbook
+
+E2E_CLUSTER = "openpolicy-e2e"
+
+
+@pytest.fixture(scope="session")
+def cluster_vars(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    state = tmp_path_factory.mktemp("cluster")
+    return {
+        "k8s_cluster_name": E2E_CLUSTER,
+        "k8s_cluster_workdir": str(state / "cluster"),
+        "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
+        "k8s_cluster_nodes": int(os.environ.get("OPENPOLICY_E2E_NODES", "3")),
+    }
+
+
+@pytest.fixture(scope="session")
+def cluster_first_run(cluster_vars: dict):
+    """Bring the cluster up with provision_cluster.yml; tear it down after the session."""
+    result = run_playbook("provision_cluster.yml", extra_vars=cluster_vars)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    yield result
+    down = run_playbook("teardown_local.yml", extra_vars={**cluster_vars, "podman_hosts_groups": []})
+    assert down.returncode == 0, down.stdout[-3000:]
+    assert not Path(cluster_vars["k8s_cluster_workdir"]).exists(), "make down must remove the cluster state"
+
+
+@pytest.fixture(scope="session")
+def kube(cluster_first_run, cluster_vars: dict) -> Kube:
+    return Kube(Path(cluster_vars["k8s_cluster_kubeconfig"]), f"kwok-{E2E_CLUSTER}")
+
+
+@pytest.fixture
+def namespace(kube: Kube, request: pytest.FixtureRequest):
+    """A fresh namespace per test, deleted afterwards."""
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    kube.run("create", "namespace", name)
+    yield name
+    kube.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+__all__ = ["recap"]

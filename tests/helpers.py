@@ -1,0 +1,96 @@
+"""Helpers the pytest suites share: running playbooks and kubectl the way an operator does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
+
+
+def toolchain_env(**extra: str) -> dict[str, str]:
+    """The environment `make` gives every command: pinned tools first on PATH."""
+    toolchain = REPO / ".toolchain"
+    env = dict(os.environ)
+    env["PATH"] = f"{toolchain / 'bin'}:{toolchain / 'venv' / 'bin'}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env.setdefault("CONTAINERS_CONF", str(REPO / "images" / "containers.conf"))
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env
+
+
+def run_playbook(playbook: str, *args: str, inventory: str = "inventories/local",
+                 extra_vars: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = ["ansible-playbook", "-i", inventory, f"playbooks/{playbook}", *args]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=timeout,
+                          check=False)
+
+
+def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counts per host, e.g. {'localhost': {'ok': 5, 'changed': 0, ...}}."""
+    return {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP.finditer(result.stdout)}
+
+
+def failure_messages(result: subprocess.CompletedProcess) -> list[str]:
+    """The `msg` of each failed task, as Ansible printed it."""
+    return re.findall(r'^(?:fatal|failed): \[[^\]]+\]: FAILED! => .*?"msg": "(.*?)"', result.stdout, re.MULTILINE) \
+        + re.findall(r"^\s+msg: (.+)$", result.stdout, re.MULTILINE)
+
+
+class Kube:
+    """kubectl against one kubeconfig and context."""
+
+    def __init__(self, kubeconfig: Path, context: str):
+        self.kubeconfig = kubeconfig
+        self.context = context
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), "--context", self.context, *args]
+        result = subprocess.run(cmd, input=stdin, env=toolchain_env(), text=True, capture_output=True, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed: {result.stderr.strip()}")
+        return result
+
+    def with_token(self, token: str, path: Path) -> Kube:
+        """A Kube that authenticates with a bearer token only (no admin client certificate)."""
+        raw = json.loads(self.run("config", "view", "--minify", "--raw", "-o", "json").stdout)
+        cluster = raw["clusters"][0]
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "token",
+            "clusters": [cluster],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [{"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}],
+        }
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)
+        return Kube(path, "token")
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def apply(self, manifest: dict | list, namespace: str | None = None) -> None:
+        items = manifest if isinstance(manifest, list) else [manifest]
+        extra = ["-n", namespace] if namespace else []
+        self.run("apply", *extra, "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+    def wait_for(self, predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
+        """Poll until predicate() returns something truthy; return it or fail naming `what`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
