@@ -238,21 +238,19 @@ def read_host_sources(path: Path = HOST_SOURCES) -> str:
 
 # --- podman and debootstrap ---------------------------------------------------------------
 
-REQUIRED_TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
-
 
 def require_tools(tools: Sequence[str], path: str | None = None) -> None:
     """Fail with the apt command to run when a tool is missing (root's sbin counts: debootstrap is there)."""
     search = path if path is not None else f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
     missing = [tool for tool in tools if shutil.which(tool, path=search) is None]
     if missing:
-        packages = " ".join(REQUIRED_TOOLS[tool] for tool in missing)
-        raise ImageError(f"{', '.join(missing)} not found: install with `apt-get install -y {packages}`")
+        # Each tool comes in the Debian package of the same name.
+        raise ImageError(f"{', '.join(missing)} not found: install with `apt-get install -y {' '.join(missing)}`")
 
 
-def run(cmd: Sequence[str], *, stdin: int | None = None, quiet: bool = True) -> str:
+def run(cmd: Sequence[str], *, stdin: int | None = None) -> str:
     env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
-    result = subprocess.run(list(cmd), stdin=stdin, env=env, text=True, capture_output=quiet, check=False)
+    result = subprocess.run(list(cmd), stdin=stdin, env=env, text=True, capture_output=True, check=False)
     if result.returncode != 0:
         tail = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()[-20:]
         raise ImageError(f"command failed ({result.returncode}): {' '.join(cmd)[:300]}\n" + "\n".join(tail))
@@ -266,10 +264,6 @@ def podman_ok(*args: str) -> bool:
 
 def image_exists(ref: str) -> bool:
     return podman_ok("image", "exists", ref)
-
-
-def image_id(ref: str) -> str:
-    return run(["podman", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
 
 
 @contextlib.contextmanager
@@ -366,10 +360,6 @@ def build(requested: Sequence[str], sources_text: str | None = None) -> list[tup
     return results
 
 
-def current_refs(sources_text: str) -> dict[str, str]:
-    return {name: image_ref(name, flavor_hash(name, sources_text)) for name in FLAVORS}
-
-
 def listed_images() -> list[tuple[str, str]]:
     """Return (reference, image id) for every tag of the image repository podman holds."""
     out = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", IMAGE_REPOSITORY])
@@ -380,8 +370,8 @@ def prune(sources_text: str | None = None) -> list[str]:
     """Remove images, build containers and rootfs tarballs that no current flavor uses."""
     require_tools(["podman"])
     sources = read_host_sources() if sources_text is None else sources_text
-    keep = set(current_refs(sources).values()) | {alias_ref(name) for name in FLAVORS}
-    keep_digests = {ref.rsplit("-", 1)[1] for ref in keep if "-" in ref.rsplit(":", 1)[1]}
+    digests = {name: flavor_hash(name, sources) for name in FLAVORS}
+    keep = {image_ref(name, digest) for name, digest in digests.items()} | {alias_ref(name) for name in FLAVORS}
     removed: list[str] = []
     with build_lock():
         out = run(["podman", "ps", "-a", "--format", "{{.Names}}"])
@@ -394,7 +384,7 @@ def prune(sources_text: str | None = None) -> list[str]:
             if ref not in keep and podman_ok("rmi", ref):
                 removed.append(f"image {ref}")
         for tarball in IMAGE_CACHE.glob("rootfs-*.tar"):
-            if tarball.stem.rsplit("-", 1)[1] not in keep_digests:
+            if tarball.stem.rsplit("-", 1)[1] not in digests.values():
                 tarball.unlink()
                 removed.append(f"tarball {tarball}")
     return removed
