@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import re
 import shutil
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import podman_images  # scripts/ is on pytest's pythonpath (pyproject.toml)
+from openpolicy_tools import podman
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-podman = importlib.import_module("openpolicy_tools.podman")
-podman_images = importlib.import_module("podman_images")
 
 SOURCES = """Types: deb
 URIs: http://deb.debian.org/debian
@@ -205,6 +204,7 @@ def podman_image_id(ref: str) -> str:
     ).stdout.strip()
 
 
+@pytest.mark.podman
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (apt-get install -y podman)")
 def test_second_base_build_is_cached_and_keeps_the_image() -> None:
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(REPO / "images/containers.conf"))}
