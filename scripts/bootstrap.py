@@ -121,9 +121,21 @@ def offline_wheel_collections(versions: dict, workdir: Path) -> Path:
     """Unpack the ansible_collections tree of the pinned `ansible` wheel into workdir."""
     wheel_pin = versions["collections_offline_wheel"]
     pip = str(venv_folder(versions) / "bin" / "pip")
-    run([pip, "download", f"ansible=={wheel_pin['ansible']}", "--no-deps", "--only-binary=:all:",
-         "--python-version", wheel_pin["python_version"], "--dest", str(workdir), "--quiet",
-         "--disable-pip-version-check"])
+    run(
+        [
+            pip,
+            "download",
+            f"ansible=={wheel_pin['ansible']}",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            wheel_pin["python_version"],
+            "--dest",
+            str(workdir),
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
+    )
     wheel = next(workdir.glob("ansible-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(workdir / "wheel")
@@ -137,9 +149,11 @@ def step_collections(versions: dict) -> str:
         started = time.monotonic()
         shutil.rmtree(folder, ignore_errors=True)
         venv_python = venv_folder(versions) / "bin" / "python"
-        bundled = Path(run([str(venv_python), "-c",
-                            "import ansible_collections; print(list(ansible_collections.__path__)[0])"
-                            ]).strip().splitlines()[-1])
+        bundled = Path(
+            run([str(venv_python), "-c", "import ansible_collections; print(list(ansible_collections.__path__)[0])"])
+            .strip()
+            .splitlines()[-1]
+        )
         with tempfile.TemporaryDirectory() as tmp:
             sources = [bundled, offline_wheel_collections(versions, Path(tmp))]
             for name, wanted in pins.items():
@@ -155,7 +169,8 @@ def step_collections(versions: dict) -> str:
                     raise BootstrapError(
                         f"collection {name}=={wanted} (requirements.yml) is in no offline source "
                         f"(found {have}); install it with "
-                        "`ansible-galaxy collection install -r requirements.yml -p .toolchain/collections`")
+                        "`ansible-galaxy collection install -r requirements.yml -p .toolchain/collections`"
+                    )
                 shutil.copytree(found, folder / "ansible_collections" / namespace / collection, symlinks=True)
         mark_complete(folder, started)
         state = "installed"
@@ -175,8 +190,12 @@ def step_collections(versions: dict) -> str:
 
 
 def go_env(folder: Path) -> dict[str, str]:
-    return {"GOFLAGS": "-buildvcs=false -mod=mod", "CGO_ENABLED": "0", "GOBIN": str(folder / "bin"),
-            "GOTOOLCHAIN": "local"}
+    return {
+        "GOFLAGS": "-buildvcs=false -mod=mod",
+        "CGO_ENABLED": "0",
+        "GOBIN": str(folder / "bin"),
+        "GOTOOLCHAIN": "local",
+    }
 
 
 def wrapper_module(folder: Path, name: str) -> Path:
@@ -194,8 +213,11 @@ def build_kubernetes(folder: Path, versions: dict) -> None:
     info = json.loads(run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"], cwd=src, env=env))
     # k8s.io/kubernetes points every staging module at ./staging/...: replace each with the
     # published module of the matching version, read from its own go.mod (not typed here).
-    staged = [line.split()[0] for line in Path(info["GoMod"]).read_text().splitlines()
-              if "=> ./staging/" in line and line.strip().startswith("k8s.io/")]
+    staged = [
+        line.split()[0]
+        for line in Path(info["GoMod"]).read_text().splitlines()
+        if "=> ./staging/" in line and line.strip().startswith("k8s.io/")
+    ]
     if not staged:
         raise BootstrapError(f"no staging replaces found in {info['GoMod']}")
     for module in staged:
@@ -206,11 +228,18 @@ def build_kubernetes(folder: Path, versions: dict) -> None:
     minor = version.lstrip("v").split(".")[1]
     ldflags = ["-s", "-w"]
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-        ldflags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor=1", f"-X {pkg}.gitMinor={minor}",
-                    f"-X {pkg}.gitTreeState=clean"]
+        ldflags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor=1",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
     (folder / "bin").mkdir(exist_ok=True)
-    run(["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(folder / "bin") + "/", *packages],
-        cwd=src, env=env)
+    run(
+        ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(folder / "bin") + "/", *packages],
+        cwd=src,
+        env=env,
+    )
 
 
 def build_etcd(folder: Path, versions: dict) -> None:
@@ -221,7 +250,8 @@ def build_etcd(folder: Path, versions: dict) -> None:
     # a two-line main calling etcdmain.Main builds the same server.
     (src / "main.go").write_text(
         'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
-        "func main() { etcdmain.Main(os.Args) }\n")
+        "func main() { etcdmain.Main(os.Args) }\n"
+    )
     run(["go", "get", f"go.etcd.io/etcd/server/v3@{version}"], cwd=src, env=env)
     (folder / "bin").mkdir(exist_ok=True)
     run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(folder / "bin" / "etcd"), "."], cwd=src, env=env)
@@ -229,8 +259,17 @@ def build_etcd(folder: Path, versions: dict) -> None:
 
 def build_helm(folder: Path, versions: dict) -> None:
     version = versions["go"]["helm"]
-    run(["go", "install", "-trimpath", "-ldflags", f"-s -w -X helm.sh/helm/v4/internal/version.version={version}",
-         f"helm.sh/helm/v4/cmd/helm@{version}"], env=go_env(folder))
+    run(
+        [
+            "go",
+            "install",
+            "-trimpath",
+            "-ldflags",
+            f"-s -w -X helm.sh/helm/v4/internal/version.version={version}",
+            f"helm.sh/helm/v4/cmd/helm@{version}",
+        ],
+        env=go_env(folder),
+    )
 
 
 def module_dir(module: str, version: str, env: dict[str, str]) -> Path:
@@ -242,8 +281,18 @@ def module_dir(module: str, version: str, env: dict[str, str]) -> Path:
 def build_kwok(folder: Path, versions: dict) -> None:
     version = versions["go"]["kwok"]
     env = go_env(folder)
-    run(["go", "install", "-trimpath", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@{version}",
-         f"sigs.k8s.io/kwok/cmd/kwokctl@{version}"], env=env)
+    run(
+        [
+            "go",
+            "install",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            f"sigs.k8s.io/kwok/cmd/kwok@{version}",
+            f"sigs.k8s.io/kwok/cmd/kwokctl@{version}",
+        ],
+        env=env,
+    )
     # Since v0.8.0 the kwok controller needs stage files; keep the module's defaults beside it.
     stages = module_dir("sigs.k8s.io/kwok", version, env) / "kustomize" / "stage"
     shutil.rmtree(folder / "stage", ignore_errors=True)
@@ -258,8 +307,20 @@ def build_metrics_server(folder: Path, versions: dict) -> None:
     src = wrapper_module(folder, "metrics-server")
     run(["go", "get", "-tool", f"sigs.k8s.io/metrics-server/cmd/metrics-server@{version}"], cwd=src, env=env)
     (folder / "bin").mkdir(exist_ok=True)
-    run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(folder / "bin" / "metrics-server"),
-         "sigs.k8s.io/metrics-server/cmd/metrics-server"], cwd=src, env=env)
+    run(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            "-o",
+            str(folder / "bin" / "metrics-server"),
+            "sigs.k8s.io/metrics-server/cmd/metrics-server",
+        ],
+        cwd=src,
+        env=env,
+    )
     # Offline, kwokctl needs the APIService and Service manifests from a local folder.
     base = module_dir("sigs.k8s.io/metrics-server", version, env) / "manifests" / "base"
     manifests = folder / "manifests"
@@ -285,7 +346,8 @@ def step_go(versions: dict, tools: list[str] | None = None) -> str:
         raise BootstrapError(
             "no Go toolchain on PATH: the control plane, Helm and kwok are built from the Go module "
             "proxy; install Go >= 1.26 (https://go.dev/doc/install, or `apt-get install golang` "
-            "where it is new enough) and run again")
+            "where it is new enough) and run again"
+        )
     report = []
     for name, (builder, binaries) in GO_TOOLS.items():
         if tools and name not in tools:
@@ -316,8 +378,12 @@ STEPS: dict[str, Callable[[dict], str]] = {"venv": step_venv, "collections": ste
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps (default: all)")
-    parser.add_argument("--tool", action="append", choices=list(GO_TOOLS),
-                        help="with the go step, build only this Go program (repeatable)")
+    parser.add_argument(
+        "--tool",
+        action="append",
+        choices=list(GO_TOOLS),
+        help="with the go step, build only this Go program (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="print the cache folders and exit")
     args = parser.parse_args(argv)
     versions = load_versions()

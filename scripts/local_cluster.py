@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from openpolicy_tools.pins import go_tool_dir, load_versions  # noqa: E402
+from openpolicy_tools.pins import go_tool_dir, load_versions
 
 STAGES_DIR = Path(__file__).resolve().parent.parent / "roles" / "k8s_cluster" / "files" / "kwok-stages"
 NODE_LABEL = "openpolicy.dev/simulated-node"
@@ -90,8 +90,15 @@ class Toolchain:
 
     def required_paths(self) -> list[Path]:
         kube = [self.kube_bin / b for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")]
-        return [*kube, self.etcd, self.kwok_bin / "kwok", self.kwok_bin / "kwokctl", self.metrics_server,
-                self.metrics_server_manifests, self.kwok_stages]
+        return [
+            *kube,
+            self.etcd,
+            self.kwok_bin / "kwok",
+            self.kwok_bin / "kwokctl",
+            self.metrics_server,
+            self.metrics_server_manifests,
+            self.kwok_stages,
+        ]
 
 
 # --- input checks (before anything starts) ------------------------------------------------
@@ -127,7 +134,8 @@ def exclude_simulation(stage: dict, value: str) -> dict:
     """Keep a default kwok stage away from pods whose simulation label asks for `value`."""
     selector = stage["spec"].setdefault("selector", {})
     selector.setdefault("matchExpressions", []).append(
-        {"key": f'.metadata.labels["{SIMULATE_LABEL}"]', "operator": "NotIn", "values": [value]})
+        {"key": f'.metadata.labels["{SIMULATE_LABEL}"]', "operator": "NotIn", "values": [value]}
+    )
     return stage
 
 
@@ -210,16 +218,22 @@ class Cluster:
 
     def kwokctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         binary = str(self.chain.kwok_bin / "kwokctl") if self.chain else shutil.which("kwokctl") or "kwokctl"
-        result = subprocess.run([binary, "--name", self.name, *args], env=self.env(), text=True,
-                                capture_output=True, check=False)
+        result = subprocess.run(
+            [binary, "--name", self.name, *args], env=self.env(), text=True, capture_output=True, check=False
+        )
         if check and result.returncode != 0:
             raise ClusterError(f"kwokctl {' '.join(args)} failed: {last_line(result)}")
         return result
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         binary = str(self.chain.kube_bin / "kubectl") if self.chain else shutil.which("kubectl") or "kubectl"
-        result = subprocess.run([binary, "--kubeconfig", str(self.kubeconfig), "--context", self.context, *args],
-                                input=stdin, text=True, capture_output=True, check=False)
+        result = subprocess.run(
+            [binary, "--kubeconfig", str(self.kubeconfig), "--context", self.context, *args],
+            input=stdin,
+            text=True,
+            capture_output=True,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {last_line(result)}")
         return result
@@ -235,9 +249,16 @@ class Cluster:
     def plan(self, nodes: int) -> dict:
         """What `up` would do, without doing it (Ansible's check mode)."""
         if not self.running():
-            return {"changed": True, "actions": ["would start the cluster", f"would add {nodes} nodes"],
-                    "name": self.name, "context": self.context, "kubeconfig": str(self.kubeconfig),
-                    "server": None, "server_version": None, "ready_nodes": 0}
+            return {
+                "changed": True,
+                "actions": ["would start the cluster", f"would add {nodes} nodes"],
+                "name": self.name,
+                "context": self.context,
+                "kubeconfig": str(self.kubeconfig),
+                "server": None,
+                "server_version": None,
+                "ready_nodes": 0,
+            }
         have = self.ready_nodes()
         actions = [] if have == nodes else [f"would change the node count from {have} to {nodes}"]
         return {"changed": bool(actions), "actions": actions, **self.describe()}
@@ -254,13 +275,18 @@ class Cluster:
             else:
                 config = self.workdir / f"{self.name}.kwokctl.yaml"
                 config.write_text("\n---\n".join(json.dumps(doc) for doc in kwokctl_config(self.chain)) + "\n")
-                self.kwokctl("create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig),
-                             "--wait", "5m")
+                self.kwokctl(
+                    "create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig), "--wait", "5m"
+                )
                 changed.append("created")
         changed += self.reconcile_nodes(nodes)
         self.wait_nodes_ready(nodes)
-        return {"changed": bool(changed), "actions": changed, "seconds": round(time.monotonic() - started, 1),
-                **self.describe()}
+        return {
+            "changed": bool(changed),
+            "actions": changed,
+            "seconds": round(time.monotonic() - started, 1),
+            **self.describe(),
+        }
 
     def reconcile_nodes(self, wanted: int) -> list[str]:
         names = self.kubectl("get", "nodes", "-l", NODE_LABEL, "-o", "name").stdout.split()
@@ -270,8 +296,9 @@ class Cluster:
         missing = sorted(expected - have)
         if missing:
             manifests = [node_manifest(int(n.rsplit("-", 1)[1]), self.name) for n in missing]
-            self.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                "items": manifests}))
+            self.kubectl(
+                "create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+            )
             actions.append(f"added {len(missing)} nodes")
         extra = sorted(have - expected)
         if extra:
@@ -290,18 +317,31 @@ class Cluster:
             time.sleep(1)
 
     def ready_nodes(self) -> int:
-        out = self.kubectl("get", "nodes", "-l", NODE_LABEL, "-o",
-                           "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
-                           check=False).stdout
+        out = self.kubectl(
+            "get",
+            "nodes",
+            "-l",
+            NODE_LABEL,
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+            check=False,
+        ).stdout
         return sum(1 for line in out.splitlines() if line.strip() == "True")
 
     def describe(self) -> dict:
-        server = self.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
-                              check=False).stdout.strip()
+        server = self.kubectl(
+            "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}", check=False
+        ).stdout.strip()
         version = self.kubectl("version", "-o", "json", check=False).stdout
         server_version = json.loads(version).get("serverVersion", {}).get("gitVersion") if version else None
-        return {"name": self.name, "context": self.context, "kubeconfig": str(self.kubeconfig), "server": server,
-                "server_version": server_version, "ready_nodes": self.ready_nodes()}
+        return {
+            "name": self.name,
+            "context": self.context,
+            "kubeconfig": str(self.kubeconfig),
+            "server": server,
+            "server_version": server_version,
+            "ready_nodes": self.ready_nodes(),
+        }
 
     def down(self) -> dict:
         changed = False

@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                   r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
 
 
 def toolchain_env(**extra: str) -> dict[str, str]:
@@ -27,25 +30,28 @@ def toolchain_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_playbook(playbook: str, *args: str, inventory: str = "inventories/local",
-                 extra_vars: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_playbook(
+    playbook: str, *args: str, inventory: str = "inventories/local", extra_vars: dict | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
     cmd = ["ansible-playbook", "-i", inventory, f"playbooks/{playbook}", *args]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
-    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=timeout, check=False
+    )
 
 
 def recap(result: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     """PLAY RECAP counts per host, e.g. {'localhost': {'ok': 5, 'changed': 0, ...}}."""
-    return {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
-            for m in RECAP.finditer(result.stdout)}
+    return {
+        m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(result.stdout)
+    }
 
 
 def failure_messages(result: subprocess.CompletedProcess) -> list[str]:
-    """The `msg` of each failed task, as Ansible printed it."""
-    return re.findall(r'^(?:fatal|failed): \[[^\]]+\]: FAILED! => .*?"msg": "(.*?)"', result.stdout, re.MULTILINE) \
-        + re.findall(r"^\s+msg: (.+)$", result.stdout, re.MULTILINE)
+    """The message of each failed task, from ansible-core's one-line `[ERROR]: Task failed:` report."""
+    text = result.stdout + "\n" + result.stderr
+    return [m.strip() for m in re.findall(r"^\[ERROR\]: Task failed: (?:Action failed: )?(.+)$", text, re.MULTILINE)]
 
 
 class Kube:
@@ -67,7 +73,9 @@ class Kube:
         raw = json.loads(self.run("config", "view", "--minify", "--raw", "-o", "json").stdout)
         cluster = raw["clusters"][0]
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "token",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "token",
             "clusters": [cluster],
             "users": [{"name": "token", "user": {"token": token}}],
             "contexts": [{"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}],

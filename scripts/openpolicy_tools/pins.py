@@ -25,8 +25,10 @@ def load_collection_pins(python: str = "python3") -> dict[str, str]:
     The file is YAML (ansible-galaxy's format); `python` must be an interpreter with PyYAML,
     which the bootstrap's virtualenv has even where the system Python does not.
     """
-    code = ("import json, sys, yaml; data = yaml.safe_load(open(sys.argv[1])); "
-            "print(json.dumps({c['name']: str(c['version']) for c in data['collections']}))")
+    code = (
+        "import json, sys, yaml; data = yaml.safe_load(open(sys.argv[1])); "
+        "print(json.dumps({c['name']: str(c['version']) for c in data['collections']}))"
+    )
     out = subprocess.run([python, "-c", code, str(REQUIREMENTS_FILE)], check=True, capture_output=True, text=True)
     pins = json.loads(out.stdout)
     for name, version in pins.items():

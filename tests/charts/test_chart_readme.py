@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import chart_readme
-
 from tests.charts import render
 
 

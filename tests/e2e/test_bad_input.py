@@ -17,14 +17,16 @@ CASES = {
     "bad cluster name": ({"k8s_cluster_name": "Open_Policy"}, "k8s_cluster_name"),
     "existing without kubeconfig": (
         {"k8s_cluster_provider": "existing", "k8s_cluster_kubeconfig": "/nonexistent/kubeconfig"},
-        "k8s_cluster_kubeconfig"),
+        "k8s_cluster_kubeconfig",
+    ),
     "unknown host flavor": ({"podman_host_flavor": "ubuntu"}, "podman_host_flavor"),
 }
 
 
 def podman_containers() -> list[str]:
-    result = subprocess.run(["podman", "ps", "-a", "--format", "json"], env=toolchain_env(), text=True,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        ["podman", "ps", "-a", "--format", "json"], env=toolchain_env(), text=True, capture_output=True, check=False
+    )
     if result.returncode != 0:
         return []
     return sorted(c["Names"][0] for c in json.loads(result.stdout or "[]"))
@@ -35,12 +37,15 @@ def test_bad_setting_fails_before_anything_starts(case: str, tmp_path):
     extra, setting = CASES[case]
     state = tmp_path / "state"
     before = podman_containers()
-    result = run_playbook("site.yml", extra_vars={
-        "k8s_cluster_name": "openpolicy-badinput",
-        "k8s_cluster_workdir": str(state / "cluster"),
-        "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
-        **extra,
-    })
+    result = run_playbook(
+        "site.yml",
+        extra_vars={
+            "k8s_cluster_name": "openpolicy-badinput",
+            "k8s_cluster_workdir": str(state / "cluster"),
+            "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
+            **extra,
+        },
+    )
     assert result.returncode != 0, result.stdout[-2000:]
     messages = [m for m in failure_messages(result) if m.startswith(("preflight:", setting))]
     assert messages, result.stdout[-3000:]

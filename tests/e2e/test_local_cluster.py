@@ -35,8 +35,10 @@ def job(name: str, labels: dict | None = None, backoff_limit: int = 1) -> dict:
             "backoffLimit": backoff_limit,
             "template": {
                 "metadata": {"labels": labels or {}},
-                "spec": {"restartPolicy": "Never",
-                         "containers": [{"name": "job", "image": "ghcr.io/openpolicy/sample:1.0.0"}]},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "job", "image": "ghcr.io/openpolicy/sample:1.0.0"}],
+                },
             },
         },
     }
@@ -56,8 +58,7 @@ def job_condition(kube: Kube, namespace: str, name: str) -> str | None:
 
 def test_nodes_are_ready(kube: Kube, cluster_vars: dict):
     nodes = kube.json("get", "nodes", "-l", "openpolicy.dev/simulated-node=true")["items"]
-    ready = [n for n in nodes
-             if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
+    ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
     assert len(ready) == cluster_vars["k8s_cluster_nodes"]
 
 
@@ -86,8 +87,9 @@ def test_three_replica_deployment_becomes_ready(kube: Kube, namespace: str):
 
 def test_job_completes(kube: Kube, namespace: str):
     kube.apply(job("migrate"), namespace)
-    assert kube.wait_for(lambda: job_condition(kube, namespace, "migrate"), timeout=90,
-                         what="job to finish") == "Complete"
+    assert (
+        kube.wait_for(lambda: job_condition(kube, namespace, "migrate"), timeout=90, what="job to finish") == "Complete"
+    )
 
 
 def test_crashloop_pod_never_becomes_ready(kube: Kube, namespace: str):
@@ -95,8 +97,14 @@ def test_crashloop_pod_never_becomes_ready(kube: Kube, namespace: str):
     # The healthy twin proves the stages ran; only then is "not ready" meaningful.
     kube.wait_for(lambda: ready_replicas(kube, namespace, "healthy") == 1, timeout=90, what="the healthy pod")
     pods = kube.wait_for(
-        lambda: [p for p in kube.json("get", "pods", "-n", namespace, "-l", "app=broken")["items"]
-                 if p["status"].get("phase") == "Running"], timeout=60, what="the broken pod to run")
+        lambda: [
+            p
+            for p in kube.json("get", "pods", "-n", namespace, "-l", "app=broken")["items"]
+            if p["status"].get("phase") == "Running"
+        ],
+        timeout=60,
+        what="the broken pod to run",
+    )
     statuses = pods[0]["status"]["containerStatuses"]
     assert statuses[0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     ready = [c["status"] for c in pods[0]["status"]["conditions"] if c["type"] == "Ready"]
@@ -106,8 +114,9 @@ def test_crashloop_pod_never_becomes_ready(kube: Kube, namespace: str):
 
 def test_job_labelled_fail_fails(kube: Kube, namespace: str):
     kube.apply(job("doomed", {SIMULATE: "fail"}, backoff_limit=1), namespace)
-    assert kube.wait_for(lambda: job_condition(kube, namespace, "doomed"), timeout=120,
-                         what="job to finish") == "Failed"
+    assert (
+        kube.wait_for(lambda: job_condition(kube, namespace, "doomed"), timeout=120, what="job to finish") == "Failed"
+    )
     pods = kube.json("get", "pods", "-n", namespace, "-l", f"{SIMULATE}=fail")["items"]
     assert pods and {p["status"]["phase"] for p in pods} == {"Failed"}
 
@@ -116,19 +125,25 @@ def test_rbac_denies_unbound_service_account_and_allows_bound_one(kube: Kube, na
     kube.run("create", "serviceaccount", "nobody", "-n", namespace)
     kube.run("create", "serviceaccount", "reader", "-n", namespace)
     kube.run("create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace)
-    kube.run("create", "rolebinding", "reader", "--role=pod-reader", f"--serviceaccount={namespace}:reader",
-             "-n", namespace)
+    kube.run(
+        "create", "rolebinding", "reader", "--role=pod-reader", f"--serviceaccount={namespace}:reader", "-n", namespace
+    )
     # Real tokens against the real API server, not impersonation by the admin certificate.
-    nobody = kube.with_token(kube.run("create", "token", "nobody", "-n", namespace).stdout.strip(),
-                             tmp_path / "nobody.kubeconfig")
+    nobody = kube.with_token(
+        kube.run("create", "token", "nobody", "-n", namespace).stdout.strip(), tmp_path / "nobody.kubeconfig"
+    )
     denied = nobody.run("get", "--raw", f"/api/v1/namespaces/{namespace}/pods", check=False)
     assert denied.returncode != 0
     assert "(Forbidden)" in denied.stderr, denied.stderr
     assert f"system:serviceaccount:{namespace}:nobody" in denied.stderr
-    reader = kube.with_token(kube.run("create", "token", "reader", "-n", namespace).stdout.strip(),
-                             tmp_path / "reader.kubeconfig")
-    kube.wait_for(lambda: reader.run("get", "pods", "-n", namespace, check=False).returncode == 0, timeout=30,
-                  what="the RoleBinding to allow the reader")
+    reader = kube.with_token(
+        kube.run("create", "token", "reader", "-n", namespace).stdout.strip(), tmp_path / "reader.kubeconfig"
+    )
+    kube.wait_for(
+        lambda: reader.run("get", "pods", "-n", namespace, check=False).returncode == 0,
+        timeout=30,
+        what="the RoleBinding to allow the reader",
+    )
     # The binding allows reading pods, nothing more.
     assert reader.run("get", "secrets", "-n", namespace, check=False).returncode != 0
 
@@ -141,8 +156,10 @@ def test_metrics_server_is_registered(kube: Kube):
 def test_metrics_server_reports_simulated_pod_usage(kube: Kube, namespace: str):
     """kwok serves kubelet-style metrics from pod annotations; metrics-server aggregates them."""
     load = deployment("load", 1)
-    load["spec"]["template"]["metadata"]["annotations"] = {"kwok.x-k8s.io/usage-cpu": "250m",
-                                                           "kwok.x-k8s.io/usage-memory": "100Mi"}
+    load["spec"]["template"]["metadata"]["annotations"] = {
+        "kwok.x-k8s.io/usage-cpu": "250m",
+        "kwok.x-k8s.io/usage-memory": "100Mi",
+    }
     load["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
     kube.apply(load, namespace)
 

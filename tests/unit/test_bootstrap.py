@@ -40,8 +40,14 @@ def test_installed_collections_match_requirements():
 
 
 def test_ansible_uses_the_pinned_kubernetes_core():
-    result = subprocess.run(["ansible-galaxy", "collection", "list", "kubernetes.core", "--format", "yaml"],
-                            cwd=REPO, env=toolchain_env(), text=True, capture_output=True, check=True)
+    result = subprocess.run(
+        ["ansible-galaxy", "collection", "list", "kubernetes.core", "--format", "yaml"],
+        cwd=REPO,
+        env=toolchain_env(),
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     listed = yaml.safe_load(result.stdout)
     first_path = next(iter(listed))
     assert first_path.startswith(str(REPO / ".toolchain")), first_path
@@ -50,14 +56,16 @@ def test_ansible_uses_the_pinned_kubernetes_core():
 
 def test_second_bootstrap_changes_and_rebuilds_nothing():
     """Run twice: the second run reports every step cached and leaves every binary as it was."""
-    first = subprocess.run([sys.executable, "scripts/bootstrap.py"], cwd=REPO, text=True, capture_output=True,
-                           check=False)
+    first = subprocess.run(
+        [sys.executable, "scripts/bootstrap.py"], cwd=REPO, text=True, capture_output=True, check=False
+    )
     assert first.returncode == 0, first.stderr
     binaries = sorted((REPO / ".toolchain" / "bin").iterdir())
     before = {b.name: b.resolve().stat().st_mtime_ns for b in binaries}
     started = time.monotonic()
-    second = subprocess.run([sys.executable, "scripts/bootstrap.py"], cwd=REPO, text=True, capture_output=True,
-                            check=False)
+    second = subprocess.run(
+        [sys.executable, "scripts/bootstrap.py"], cwd=REPO, text=True, capture_output=True, check=False
+    )
     elapsed = time.monotonic() - started
     assert second.returncode == 0, second.stderr
     assert "built" not in second.stdout and "installed" not in second.stdout, second.stdout
@@ -68,16 +76,27 @@ def test_second_bootstrap_changes_and_rebuilds_nothing():
 
 
 def test_bootstrap_rejects_an_unknown_step():
-    result = subprocess.run([sys.executable, "scripts/bootstrap.py", "--only", "everything"], cwd=REPO, text=True,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "scripts/bootstrap.py", "--only", "everything"],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 2
     assert "--only: unknown step everything" in result.stderr
 
 
 def test_bootstrap_explains_a_missing_go_toolchain(tmp_path):
     env = toolchain_env(PATH=f"{tmp_path}:/usr/bin:/bin", OPENPOLICY_CACHE=str(tmp_path / "cache"))
-    result = subprocess.run([sys.executable, "scripts/bootstrap.py", "--only", "go"], cwd=REPO, env=env, text=True,
-                            capture_output=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "scripts/bootstrap.py", "--only", "go"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert "no Go toolchain on PATH" in result.stderr and "install Go" in result.stderr
 

@@ -26,19 +26,30 @@ def test_cluster_name_must_be_a_dns_label(name):
 
 
 def test_default_stage_is_kept_away_from_simulated_pods():
-    stage = {"spec": {"selector": {"matchExpressions": [{"key": ".status.phase", "operator": "In",
-                                                         "values": ["Pending"]}]}}}
+    stage = {
+        "spec": {"selector": {"matchExpressions": [{"key": ".status.phase", "operator": "In", "values": ["Pending"]}]}}
+    }
     excluded = exclude_simulation(stage, "crashloop")["spec"]["selector"]["matchExpressions"]
-    assert excluded[-1] == {"key": '.metadata.labels["openpolicy.dev/simulate"]', "operator": "NotIn",
-                            "values": ["crashloop"]}
+    assert excluded[-1] == {
+        "key": '.metadata.labels["openpolicy.dev/simulate"]',
+        "operator": "NotIn",
+        "values": ["crashloop"],
+    }
     assert len(excluded) == 2
 
 
 def test_project_stages_exist_for_both_simulations():
-    documents = [doc for path in sorted(local_cluster.STAGES_DIR.glob("*.yaml"))
-                 for doc in local_cluster.load_yaml_documents(path)]
-    selected = {expr["values"][0] for doc in documents for expr in doc["spec"]["selector"]["matchExpressions"]
-                if expr["key"] == '.metadata.labels["openpolicy.dev/simulate"]'}
+    documents = [
+        doc
+        for path in sorted(local_cluster.STAGES_DIR.glob("*.yaml"))
+        for doc in local_cluster.load_yaml_documents(path)
+    ]
+    selected = {
+        expr["values"][0]
+        for doc in documents
+        for expr in doc["spec"]["selector"]["matchExpressions"]
+        if expr["key"] == '.metadata.labels["openpolicy.dev/simulate"]'
+    }
     assert selected == {"crashloop", "fail"}
     assert all(doc["kind"] == "Stage" for doc in documents)
 
