@@ -16,14 +16,27 @@ import copy
 import functools
 import json
 import os
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-KUBERNETES_VERSION = "v1.36.3"
-PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+VERSIONS = Path(__file__).resolve().parents[2] / "versions.toml"
+
+
+def _pin(name: str, default: str) -> str:
+    """A [go] pin of versions.toml (the project's one place for versions), else the default."""
+    try:
+        return tomllib.loads(VERSIONS.read_text()).get("go", {}).get(name, default)
+    except (OSError, tomllib.TOMLDecodeError):
+        return default
+
+
+KUBERNETES_VERSION = _pin("kubernetes", "v1.36.3")
+# The module whose example/prometheus-operator-crd holds the ServiceMonitor/PrometheusRule CRDs.
+PROMETHEUS_OPERATOR_VERSION = _pin("prometheus_operator", "v0.85.0")
 
 
 def go_mod_cache() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -54,3 +55,32 @@ def test_ci_values_render_and_validate(values_file: Path) -> None:
     assert manifests
     assert validate_all(manifests) == []
     assert lint(chart, values_file).returncode == 0
+
+
+def open_objects(schema: object, path: str = "") -> list[str]:
+    """Object schemas that accept keys nobody declared (free maps must say what their values are)."""
+    found: list[str] = []
+    if path.startswith("/allOf"):  # if/then overlays: they narrow keys the closed base schema declares
+        return found
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            closed = "additionalProperties" in schema or "patternProperties" in schema
+            if not closed:
+                found.append(path or "/")
+        for key, value in schema.items():
+            found += open_objects(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            found += open_objects(value, f"{path}/{index}")
+    return found
+
+
+@pytest.mark.parametrize("chart", render.APP_CHARTS, ids=lambda chart: chart.name)
+def test_values_schema_is_closed_everywhere(chart: Path) -> None:
+    schema = json.loads((chart / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    # Helm's own keys, and the three pass-through parts of a Kubernetes Affinity.
+    allowed = {"/properties/global", "/properties/openpolicy-common"} | {
+        f"/properties/affinity/properties/{key}" for key in ("nodeAffinity", "podAffinity", "podAntiAffinity")
+    }
+    assert set(open_objects(schema)) <= allowed
