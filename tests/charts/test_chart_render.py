@@ -78,6 +78,7 @@ def test_every_container_is_restricted_with_probes_and_resources(rendered: dict,
         assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] > 0, where
         assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", where
         assert spec["automountServiceAccountToken"] is False, where
+        assert spec["enableServiceLinks"] is False, where
         assert spec.get("priorityClassName", "").startswith("openpolicy-"), where
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
         for container in spec["containers"] + spec.get("initContainers", []):
