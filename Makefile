@@ -21,7 +21,8 @@ MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard mol
 .PHONY: help bootstrap images up down status lint test test-unit test-molecule test-e2e bench $(addprefix molecule-,$(MOLECULE_SCENARIOS))
 
 help: ## show the targets
-	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  make molecule-NAME    one Molecule scenario: $(MOLECULE_SCENARIOS)"
 
 bootstrap: ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
 	python3 scripts/bootstrap.py
@@ -46,13 +47,14 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	ruff format --check scripts tests bench
 	for chart in charts/*/; do helm lint --strict "$$chart" $$(test -f $${chart}ci/lint-values.yaml && echo -f $${chart}ci/lint-values.yaml); done
 
-test-unit: bootstrap ## pytest: Python units, toolchain, charts (no cluster needed)
-	$(PYTEST) tests/unit
+test-unit: bootstrap ## pytest: Python units, toolchain, charts and alert rules (no cluster needed)
+	$(PYTEST) tests/unit tests/charts
 
 test-molecule: images ## every Molecule scenario under molecule/ (create, converge, idempotence, verify, destroy)
 	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s "$$scenario" || exit 1; done
 
-molecule-%: images ## one Molecule scenario: make molecule-<name>
+# A static pattern rule: GNU make does not apply plain pattern rules to .PHONY targets.
+$(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule scenario: make molecule-<name>
 	molecule test -s $*
 
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves

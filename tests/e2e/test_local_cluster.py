@@ -170,3 +170,20 @@ def test_metrics_server_reports_simulated_pod_usage(kube: Kube, namespace: str):
     line = kube.wait_for(usage, timeout=150, interval=5, what="kubectl top pods to report usage")
     cpu = int(line.split()[1].rstrip("m"))
     assert 200 <= cpu <= 300, line
+
+
+def test_cluster_scales_to_a_hundred_nodes_and_back(kube: Kube, cluster_vars: dict):
+    """The node count is desired state: raising it adds Ready nodes, lowering it removes them."""
+    wider = run_playbook("provision_cluster.yml", extra_vars={**cluster_vars, "k8s_cluster_nodes": 100})
+    assert wider.returncode == 0, wider.stdout[-3000:]
+    assert recap(wider)["localhost"]["changed"] == 1
+    ready = [
+        n
+        for n in kube.json("get", "nodes", "-l", "openpolicy.dev/simulated-node=true")["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
+    assert len(ready) == 100
+    back = run_playbook("provision_cluster.yml", extra_vars=cluster_vars)
+    assert back.returncode == 0, back.stdout[-3000:]
+    names = kube.run("get", "nodes", "-l", "openpolicy.dev/simulated-node=true", "-o", "name").stdout.split()
+    assert len(names) == cluster_vars["k8s_cluster_nodes"]
