@@ -13,7 +13,8 @@ The repository gets one gitignored folder, `.toolchain/`, of symlinks into that 
 (ansible.cfg reads collections from there).
 
 Usage: scripts/bootstrap.py [--only STEP[,STEP]] [--list]
-Steps: venv, collections, go. The podman images are built by scripts/podman_images.py.
+Steps: venv, collections, tools (venvs of their own), go (programs), modules (files the tests
+read). The podman images are built by scripts/podman_images.py.
 """
 
 from __future__ import annotations
@@ -372,7 +373,52 @@ def step_go(versions: dict, tools: list[str] | None = None) -> str:
     return "; ".join(report)
 
 
-STEPS: dict[str, Callable[[dict], str]] = {"venv": step_venv, "collections": step_collections, "go": step_go}
+# Go modules the tests read files from (schemas, CRDs): versions.toml [go] key -> module path.
+GO_MODULES = {
+    "kubernetes": "k8s.io/kubernetes",
+    "prometheus_operator": "github.com/prometheus-operator/prometheus-operator",
+}
+
+
+def step_modules(versions: dict) -> str:
+    """Put the modules in the Go module cache; `go mod download` is a no-op when they are there."""
+    if shutil.which("go") is None:
+        raise BootstrapError("no Go toolchain on PATH: install Go >= 1.26 (https://go.dev/doc/install)")
+    fetched = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, module in GO_MODULES.items():
+            spec = f"{module}@{versions['go'][key]}"
+            run(["go", "mod", "download", "-json", spec], cwd=Path(tmp), env={"GOFLAGS": "-mod=mod"})
+            fetched.append(spec)
+    return "in the module cache: " + ", ".join(fetched)
+
+
+def step_tools(versions: dict) -> str:
+    report = []
+    for name, version in versions.get("tool_venvs", {}).items():
+        folder = CACHE_ROOT / f"{name}-{version}"
+        if is_complete(folder):
+            report.append(f"{folder.name} cached")
+        else:
+            started = time.monotonic()
+            shutil.rmtree(folder, ignore_errors=True)
+            log(f"creating {folder.name}")
+            run([sys.executable, "-m", "venv", str(folder)])
+            run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                 f"{name}=={version}"])
+            mark_complete(folder, started)
+            report.append(f"{folder.name} installed")
+        link(folder / "bin" / name, TOOLCHAIN / "bin" / name)
+    return "; ".join(report) or "none"
+
+
+STEPS: dict[str, Callable[[dict], str]] = {
+    "venv": step_venv,
+    "collections": step_collections,
+    "tools": step_tools,
+    "go": step_go,
+    "modules": step_modules,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,16 @@ import json
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-CHECKOV_VERSION = "3.3.30"
+# Pinned in versions.toml [tool_venvs]; `make bootstrap` links it into .toolchain/bin.
+CHECKOV_VERSION = tomllib.loads((Path(__file__).resolve().parents[2] / "versions.toml").read_text())["tool_venvs"][
+    "checkov"
+]
 SKIPS = Path(__file__).with_name("checkov_skips.txt")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import yaml
 
@@ -39,19 +41,20 @@ def test_installed_collections_match_requirements():
         assert manifest["collection_info"]["version"] == collection["version"], collection["name"]
 
 
-def test_ansible_uses_the_pinned_kubernetes_core():
+def test_ansible_loads_the_pinned_kubernetes_core():
+    """The venv's ansible package bundles an older kubernetes.core: the pinned copy must win."""
     result = subprocess.run(
-        ["ansible-galaxy", "collection", "list", "kubernetes.core", "--format", "yaml"],
+        ["ansible-doc", "-j", "kubernetes.core.helm"],
         cwd=REPO,
         env=toolchain_env(),
         text=True,
         capture_output=True,
         check=True,
     )
-    listed = yaml.safe_load(result.stdout)
-    first_path = next(iter(listed))
-    assert first_path.startswith(str(REPO / ".toolchain")), first_path
-    assert listed[first_path]["kubernetes.core"]["version"] == "6.6.0"
+    module = json.loads(result.stdout)["kubernetes.core.helm"]["doc"]["filename"]
+    assert module.startswith(str(REPO / ".toolchain" / "collections")), module
+    manifest = Path(module).parents[2] / "MANIFEST.json"
+    assert json.loads(manifest.read_text())["collection_info"]["version"] == "6.6.0"
 
 
 def test_second_bootstrap_changes_and_rebuilds_nothing():
