@@ -210,16 +210,21 @@ def previous_revision(release: dict) -> int:
     return 0
 
 
-def failed_upgrade(service: str, release: dict | None) -> str:
-    """The one line a failed upgrade ends with: which revision failed, which one serves."""
+def failed_upgrade(service: str, release: dict | None, detail: str = "") -> str:
+    """The one line a failed upgrade ends with: which revision failed and why, which one serves.
+    ``detail`` (Helm's error) is used only when the history has no failed revision."""
     history = (release or {}).get("history") or []
-    failed = [e["revision"] for e in history if e["status"] == "failed"]
+    failed = [e for e in history if e["status"] == "failed"]
     deployed = (release or {}).get("deployed")
-    failed_text = f"revision {failed[-1]} failed" if failed else "the upgrade failed"
+    if failed:
+        why = " ".join(failed[-1].get("description", "").split())
+        failed_text = f"revision {failed[-1]['revision']} failed" + (f" ({why})" if why else "")
+    else:
+        failed_text = "the upgrade failed" + (f" ({' '.join(detail.split())})" if detail.strip() else "")
     if deployed:
-        detail = f" ({deployed['description']})" if deployed.get("description") else ""
-        return f"service {service}: {failed_text}, revision {deployed['revision']} is serving{detail}"
-    return f"service {service}: {failed_text}, no revision is serving (the first install was removed)"
+        how = f" ({deployed['description']})" if deployed.get("description") else ""
+        return f"service {service}: {failed_text}; revision {deployed['revision']} is serving{how}"
+    return f"service {service}: {failed_text}; no revision is serving (the first install was removed)"
 
 
 def table(rows: list[dict], columns: list[str]) -> list[str]:
