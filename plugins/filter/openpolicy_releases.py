@@ -120,15 +120,12 @@ def service_values(catalog: dict, name: str, settings: dict) -> dict:
         ],
         "monitoring": {"serviceMonitor": {"enabled": monitoring}, "prometheusRule": {"enabled": monitoring}},
     }
-    # autoscaling: true takes the catalog's bounds, a dict overrides some of them, false/None is off.
+    # autoscaling: true takes the catalog's bounds (services without them get none), a dict sets
+    # some bounds itself, false/None is off.
     bounds = settings.get("autoscaling")
-    if bounds is True or isinstance(bounds, dict):
-        target = (service.get("autoscaling") or {}).get("production") or {
-            "min": 2,
-            "max": 4,
-            "cpu_pct": 70,
-            "memory_pct": 80,
-        }
+    catalog_bounds = (service.get("autoscaling") or {}).get("production")
+    if isinstance(bounds, dict) or (bounds is True and catalog_bounds):
+        target = catalog_bounds or {"min": 2, "max": 4, "cpu_pct": 70, "memory_pct": 80}
         bounds = bounds if isinstance(bounds, dict) else {}
         values["autoscaling"] = {
             "enabled": True,
