@@ -1,0 +1,182 @@
+"""The filters of roles/service_releases and roles/release_set (plugins/filter), as plain functions."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.charts import render
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location(
+    "openpolicy_releases", REPO / "plugins" / "filter" / "openpolicy_releases.py"
+)
+filters = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(filters)
+
+CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
+
+
+def render_settings(name: str, environment: str) -> dict:
+    """The inventory settings that stand for tests/charts/render.py's test stand-ins."""
+    service = next(s for s in CATALOG["services"] if s["name"] == name)
+    scaled = environment in ("staging", "production") and service.get("autoscaling")
+    settings = {
+        "environment": environment,
+        "version": render.TEST_IMAGE_TAG,
+        "replicas": 1 if environment in ("local", "dev") else 2,
+        "config": render.CONFIG_SAMPLES,
+        "database_cidrs": [render.TEST_DB_CIDRS[environment]],
+        "redis_cidrs": [render.TEST_DB_CIDRS[environment]],
+        "monitoring": environment != "local",
+        "ingress_host": f"api.{environment}.openpolicy.example",
+        "ingress_tls_secret": "" if environment == "local" else "api-gateway-tls",
+        "tolerations": [render.KWOK_TOLERATION] if environment == "local" else [],
+    }
+    if scaled:
+        target = service["autoscaling"]["production"]
+        maximum = target["max"] if environment == "production" else min(target["max"], 4)
+        minimum = target["min"] if environment == "production" else min(2, maximum)
+        settings["autoscaling"] = {"min": minimum, "max": maximum}
+    return settings
+
+
+@pytest.mark.parametrize("environment", ["local", "dev", "staging", "production"])
+@pytest.mark.parametrize("name", [s["name"] for s in CATALOG["services"]])
+def test_values_mirror_the_chart_tests_mapping(name: str, environment: str):
+    values = filters.service_values(CATALOG, name, render_settings(name, environment))
+    expected = render.service_values(name, environment)
+    values.pop("secretChecksum")
+    assert values == expected
+
+
+def test_overrides_are_merged_last_and_version_is_the_tag():
+    settings = render_settings("auth-service", "local") | {
+        "version": "1.5.0",
+        "overrides": {"podLabels": {"openpolicy.dev/simulate": "crashloop"}, "migration": {"backoffLimit": 0}},
+    }
+    values = filters.service_values(CATALOG, "auth-service", settings)
+    assert values["image"]["tag"] == "1.5.0"
+    assert values["podLabels"] == {"openpolicy.dev/simulate": "crashloop"}
+    assert values["migration"]["backoffLimit"] == 0 and values["migration"]["enabled"] is True
+
+
+def test_autoscaling_true_only_where_the_catalog_has_bounds():
+    base = render_settings("health-service", "dev") | {"autoscaling": True}
+    assert "autoscaling" not in filters.service_values(CATALOG, "health-service", base)
+    auth = filters.service_values(CATALOG, "auth-service", base)
+    assert auth["autoscaling"]["minReplicas"] == 2 and auth["autoscaling"]["maxReplicas"] == 10
+
+
+def test_checksum_ignores_key_order():
+    assert filters.values_checksum({"a": 1, "b": [1, 2]}) == filters.values_checksum({"b": [1, 2], "a": 1})
+    assert filters.values_checksum({"a": 1}) != filters.values_checksum({"a": 2})
+
+
+def release_secret(name: str, revision: int, status: str, tag: str, description: str = "") -> dict:
+    record = {
+        "name": name,
+        "version": revision,
+        "info": {"status": status, "last_deployed": f"2026-01-01T00:00:0{revision}Z", "description": description},
+        "chart": {"metadata": {"name": "openpolicy-service", "version": "0.1.0", "appVersion": "0.1.0"}},
+        "config": {"image": {"tag": tag}},
+    }
+    blob = base64.b64encode(gzip.compress(json.dumps(record).encode())).decode()
+    return {"type": "helm.sh/release.v1", "data": {"release": base64.b64encode(blob.encode()).decode()}}
+
+
+def history(*entries: tuple) -> dict:
+    return filters.helm_releases([release_secret("auth-service", *entry) for entry in entries])
+
+
+def test_release_records_decode_into_history_and_deployed():
+    releases = history(
+        (2, "failed", "1.5.0", "Upgrade failed: hook"),
+        (1, "superseded", "1.4.2"),
+        (3, "deployed", "1.4.2", "Rollback to 1"),
+    )
+    release = releases["auth-service"]
+    assert [e["revision"] for e in release["history"]] == [1, 2, 3]
+    assert release["deployed"]["revision"] == 3 and release["deployed"]["app_version"] == "1.4.2"
+    assert release["history"][0]["values_checksum"] == release["history"][2]["values_checksum"]
+
+
+def test_failed_upgrade_names_failed_and_serving_revision():
+    releases = history(
+        (1, "superseded", "1.4.2"),
+        (2, "failed", "1.5.0", "Upgrade failed:\n hook"),
+        (3, "deployed", "1.4.2", "Rollback to 1"),
+    )
+    line = filters.failed_upgrade("auth-service", releases["auth-service"])
+    assert (
+        line == "service auth-service: revision 2 failed (Upgrade failed: hook); revision 3 is serving (Rollback to 1)"
+    )
+    assert "no revision is serving" in filters.failed_upgrade("auth-service", None, "timed out")
+
+
+def test_previous_revision_skips_failed_and_same_content():
+    releases = history(
+        (1, "superseded", "1.3.0"),
+        (2, "superseded", "1.4.2"),
+        (3, "failed", "1.5.0"),
+        (4, "deployed", "1.4.2", "Rollback to 2"),
+    )
+    assert filters.previous_revision(releases["auth-service"]) == 1
+    assert filters.previous_revision(history((1, "deployed", "1.4.2"))["auth-service"]) == 0
+
+
+def set_configmap(number: int, previous: int, services: dict) -> dict:
+    return {
+        "metadata": {"name": f"openpolicy-release-set-{number}", "labels": {filters.SET_LABEL: str(number)}},
+        "data": {
+            "set": str(number),
+            "previous": str(previous),
+            "reason": "deploy",
+            "services.json": json.dumps(services),
+        },
+    }
+
+
+def test_release_sets_sorted_and_compared_without_time():
+    live = filters.live_services(history((1, "deployed", "1.4.2")))
+    sets = filters.release_sets([set_configmap(2, 1, live), set_configmap(1, 0, {})])
+    assert [s["number"] for s in sets] == [1, 2]
+    assert filters.same_set(live, sets[-1])
+    moved = {"auth-service": live["auth-service"] | {"revision": 2}}
+    assert not filters.same_set(moved, sets[-1])
+    assert not filters.same_set(live, None)
+
+
+def test_rollback_targets_only_what_differs_and_reports_what_helm_dropped():
+    releases = history((1, "superseded", "1.4.2"), (2, "deployed", "1.5.0"))
+    target = {"services": filters.live_services(history((1, "deployed", "1.4.2")))}
+    assert filters.rollback_targets(target, releases) == {"targets": {"auth-service": 1}, "missing": []}
+    same = {"services": filters.live_services(releases)}
+    assert filters.rollback_targets(same, releases) == {"targets": {}, "missing": []}
+    gone = {"services": {"auth-service": target["services"]["auth-service"] | {"revision": 7}}}
+    assert filters.rollback_targets(gone, releases)["missing"] == ["auth-service revision 7"]
+
+
+def test_placeholder_secrets_hold_only_the_keys_the_service_reads():
+    names = ["auth-service", "api-gateway", "notification-service"]
+    pairs = filters.placeholder_passwords(CATALOG, names)
+    passwords = {f"{service}/{which}": f"pw-{service}-{which}" for service, which in pairs}
+    secrets = filters.placeholder_secrets(CATALOG, names, passwords, "127.0.0.1", "127.0.0.1")
+    by_name = {s["metadata"]["name"]: s for s in secrets}
+    assert sorted(by_name) == ["auth-service-secrets", "notification-service-secrets"]
+    auth = {k: base64.b64decode(v).decode() for k, v in by_name["auth-service-secrets"]["data"].items()}
+    assert set(auth) == {"database_url", "redis_url", "jwt_signing_key"}
+    assert auth["database_url"] == "postgresql://auth:pw-auth-service-database_password@127.0.0.1:5432/openpolicy"
+    checksums = filters.secret_checksums(secrets)
+    assert set(checksums) == {"auth-service", "notification-service"} and all(len(c) == 64 for c in checksums.values())
+
+
+def test_table_aligns_columns():
+    lines = filters.table([{"service": "auth-service", "revision": 3}], ["service", "revision"])
+    assert lines == ["service       revision", "auth-service  3"]
