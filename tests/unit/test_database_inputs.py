@@ -1,0 +1,110 @@
+"""The database inputs: the local inventory follows the catalog, and bad settings fail in the preflight.
+
+The preflight runs on the control host only (playbooks/preflight.yml): no container is needed,
+and nothing is started or changed when it fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, failure_messages, run_playbook
+
+GROUP_VARS = REPO / "inventories" / "local" / "group_vars" / "all"
+
+BAD_INPUTS = {
+    "version the source lacks": ({"postgresql_version": 16}, "postgresql_version", "expected one of 15"),
+    "pgdg on an unknown version": (
+        {"postgresql_package_source": "pgdg", "postgresql_version": 9},
+        "postgresql_version",
+        "package source pgdg",
+    ),
+    "duplicate schema": (
+        {"postgresql_service_schemas": [{"name": "a_service", "schema": "x"}, {"name": "b_service", "schema": "x"}]},
+        "postgresql_service_schemas",
+        "duplicated: x",
+    ),
+    "duplicate role": (
+        {"postgresql_service_schemas": [{"name": "a_service", "schema": "a"}, {"name": "a_service", "schema": "b"}]},
+        "postgresql_service_schemas",
+        "duplicated: a_service",
+    ),
+    "service name carrying SQL": (
+        {"postgresql_service_schemas": [{"name": "auth; DROP TABLE x", "schema": "auth"}]},
+        "postgresql_service_schemas",
+        "lowercase SQL identifiers",
+    ),
+    "service name with a dash": (
+        {"postgresql_service_schemas": [{"name": "auth-service", "schema": "auth"}]},
+        "postgresql_service_schemas",
+        "auth-service",
+    ),
+    "schema with a quote": (
+        {"postgresql_service_schemas": [{"name": "auth_service", "schema": 'auth"x'}]},
+        "postgresql_service_schemas",
+        "lowercase SQL identifiers",
+    ),
+    "reserved schema": (
+        {"postgresql_service_schemas": [{"name": "auth_service", "schema": "public"}]},
+        "postgresql_service_schemas",
+        "public",
+    ),
+    "replica without a primary": ({"postgresql_replica_of": "nowhere"}, "postgresql_replica_of", "nowhere"),
+    "unknown package source": ({"postgresql_package_source": "ubuntu"}, "postgresql_package_source", ""),
+    "limits beyond max_connections": ({"postgresql_max_connections": 50}, "postgresql_max_connections", "at least"),
+    "redis default user": ({"redis_users": [{"name": "default"}]}, "redis_users", "default"),
+    "redis duplicate user": (
+        {"redis_users": [{"name": "auth_service"}, {"name": "auth_service"}]},
+        "redis_users",
+        "duplicated: auth_service",
+    ),
+    "redis rules setting a password": (
+        {"redis_user_default_commands": "+@all >secret"},
+        "redis_users",
+        ">secret",
+    ),
+    "redis key prefix with a glob": (
+        {"redis_users": [{"name": "auth_service", "key_prefix": "*"}]},
+        "redis_users",
+        "key_prefix",
+    ),
+    "redis unknown eviction policy": ({"redis_maxmemory_policy": "lru"}, "redis_maxmemory_policy", ""),
+    "redis bad maxmemory": ({"redis_maxmemory": "lots"}, "redis_maxmemory", "lots"),
+}
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((GROUP_VARS / name).read_text())
+
+
+def test_local_inventory_follows_the_catalog() -> None:
+    catalog = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())["services"]
+    expected = [{"name": s["name"], "schema": s["schema"], "needs": s["needs"]} for s in catalog]
+    assert load("postgresql.yml")["openpolicy_catalog_services"] == expected
+
+
+def test_local_inventory_keeps_passwords_out_of_git() -> None:
+    for name, key in (("postgresql.yml", "postgresql_role_passwords"), ("redis.yml", "redis_user_passwords")):
+        value = load(name)[key]
+        assert "ansible.builtin.password" in value, f"{key} in {name} must come from a lookup"
+        assert "/credentials/" in value
+    assert "inventories/*/credentials/" in (REPO / ".gitignore").read_text()
+
+
+def test_local_inventory_passes_the_preflight() -> None:
+    result = run_playbook("preflight.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_in_the_preflight_in_one_line(case: str) -> None:
+    extra, setting, detail = BAD_INPUTS[case]
+    result = run_playbook("preflight.yml", extra_vars=extra)
+    assert result.returncode != 0, result.stdout[-2000:]
+    messages = [m for m in failure_messages(result) if m.startswith("preflight:")]
+    assert messages, result.stdout[-3000:] + result.stderr[-2000:]
+    final = messages[-1]
+    assert setting in final, final
+    assert detail in final, final
+    assert "\n" not in final, f"not one line: {final!r}"
