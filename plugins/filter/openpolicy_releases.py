@@ -410,6 +410,75 @@ def summary_rows(services: dict, releases: dict, deployments: list[dict]) -> lis
     return rows
 
 
+def namespace_state(listing: dict, chart: str = "openpolicy-service") -> dict:
+    """What one `kubectl get secrets,configmaps,deployments -o json` of a namespace says:
+    {"releases": helm_releases of the chart's releases, "sets": release_sets,
+    "deployments": [...]} (the Secrets' data stays out of the result but in the releases)."""
+    items = (listing or {}).get("items") or []
+    releases = helm_releases([i for i in items if i.get("kind") == "Secret"])
+    releases = {n: r for n, r in releases.items() if r["history"] and r["history"][-1]["chart"] == chart}
+    return {
+        "releases": releases,
+        "sets": release_sets([i for i in items if i.get("kind") == "ConfigMap"]),
+        "deployments": [
+            {
+                "metadata": {"name": i["metadata"]["name"]},
+                "spec": {"replicas": i["spec"].get("replicas", 0)},
+                "status": i.get("status") or {},
+            }
+            for i in items
+            if i.get("kind") == "Deployment"
+        ],
+    }
+
+
+def service_settings(name: str, inputs: dict) -> dict:
+    """The settings of one service from the inventory's (roles/service_releases, tasks/plan.yml):
+    environment-wide values, then the service's own (service_releases_service_settings)."""
+    own = (inputs.get("service_settings") or {}).get(name) or {}
+    version = (
+        inputs.get("version_override") or (inputs.get("versions") or {}).get(name) or inputs.get("default_version")
+    )
+    return {
+        "environment": inputs["environment"],
+        "version": str(version or ""),
+        "image_repository": f"{inputs.get('image_prefix') or 'ghcr.io/openpolicy'}/{name}",
+        "replicas": own.get("replicas", inputs.get("replicas", 1)),
+        "resources": own.get("resources") or {},
+        "autoscaling": own["autoscaling"] if "autoscaling" in own else inputs.get("autoscaling", False),
+        "config": inputs.get("config") or {},
+        "ingress_host": inputs.get("ingress_host", ""),
+        "ingress_class": inputs.get("ingress_class", "nginx"),
+        "ingress_tls_secret": inputs.get("ingress_tls_secret", ""),
+        "database_cidrs": inputs.get("database_cidrs") or [],
+        "redis_cidrs": inputs.get("redis_cidrs") or [],
+        "tolerations": inputs.get("tolerations") or [],
+        "monitoring": inputs.get("monitoring", False),
+        "secret_checksum": (inputs.get("secret_checksums") or {}).get(name, ""),
+        "overrides": (inputs.get("values_overrides") or {}).get(name) or {},
+    }
+
+
+def release_plan(catalog: dict, names: list[str], inputs: dict, releases: dict, chart_version: str) -> dict:
+    """{service: {"tier", "values", "changed"}} for the services of a run. ``changed`` is false
+    when the deployed release already has these values and this chart version, so that a rerun
+    does not even call Helm (kubernetes.core.helm would find the same and do nothing)."""
+    plan = {}
+    for name in names:
+        values = service_values(catalog, name, service_settings(name, inputs))
+        release = (releases or {}).get(name) or {}
+        deployed = release.get("deployed")
+        latest = (release.get("history") or [{}])[-1]
+        same = bool(
+            deployed
+            and latest.get("revision") == deployed["revision"]
+            and deployed["values_checksum"] == values_checksum(values)
+            and deployed["chart_version"] == chart_version
+        )
+        plan[name] = {"tier": _service(catalog, name)["tier"], "values": values, "changed": not same}
+    return plan
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -420,6 +489,8 @@ class FilterModule:
             "openpolicy_previous_revision": previous_revision,
             "openpolicy_failed_upgrade": failed_upgrade,
             "openpolicy_table": table,
+            "openpolicy_namespace_state": namespace_state,
+            "openpolicy_release_plan": release_plan,
             "openpolicy_live_services": live_services,
             "openpolicy_release_sets": release_sets,
             "openpolicy_same_set": same_set,

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Deploy figures on a throwaway local cluster, in one run:
+
+- deploy.yml of the nine services, cold and then no-op (nothing changed);
+- a plain sequential `helm upgrade --install --wait` loop over the same charts and values
+  (same baseline, same Secrets, tier order) into a namespace of its own, as the peer;
+- a failed upgrade (pods never Ready) until the previous revision serves again, with the
+  timeout used here;
+- rollback.yml of the whole environment to the previous release set.
+
+Prints one line per figure and the ratios. Not part of `make test` (no timing is asserted).
+
+    python bench/bench_deploy.py [--keep]   # --keep leaves the cluster up for a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import recap, run_playbook, toolchain_env  # noqa: E402
+
+CLUSTER = "openpolicy-bench-deploy"
+ANSIBLE_NS = "openpolicy-bench-ansible"
+PLAIN_NS = "openpolicy-bench-plain"
+TIER_ORDER = (
+    "etl-service",
+    "scraper-service",
+    "auth-service",
+    "config-service",
+    "policy-service",
+    "search-service",
+    "notification-service",
+    "health-service",
+    "api-gateway",
+)
+FAILING_TIMEOUT = 30
+
+
+def run(cmd: list[str], stdin: str | None = None) -> str:
+    result = subprocess.run(cmd, input=stdin, env=toolchain_env(), text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed: {result.stderr.strip()[-1000:]}")
+    return result.stdout
+
+
+def timed_playbook(name: str, extra: dict, expect_ok: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    result = run_playbook(name, extra_vars=extra, timeout=1800)
+    elapsed = time.monotonic() - started
+    if (result.returncode == 0) != expect_ok:
+        raise SystemExit(f"{name}: unexpected exit {result.returncode}\n{result.stdout[-3000:]}")
+    return elapsed, result
+
+
+def changed_total(result: subprocess.CompletedProcess) -> int:
+    return sum(counts["changed"] for counts in recap(result).values())
+
+
+def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
+    """The peer: what an operator would script by hand, one `helm upgrade --install --wait` at a
+    time, over the values deploy.yml gave each release (read back from Helm)."""
+    baseline = json.loads(
+        run(
+            [
+                *helm,
+                "get",
+                "values",
+                f"openpolicy-platform-{ANSIBLE_NS.removeprefix('openpolicy-')}",
+                "-n",
+                "openpolicy-system",
+                "-o",
+                "json",
+            ]
+        )
+    )
+    baseline["namespace"]["name"] = PLAIN_NS
+    baseline["priorityClasses"]["create"] = False
+    files = {"baseline": workdir / "baseline.json"}
+    files["baseline"].write_text(json.dumps(baseline))
+    for name in TIER_ORDER:
+        files[name] = workdir / f"{name}.json"
+        files[name].write_text(run([*helm, "get", "values", name, "-n", ANSIBLE_NS, "-o", "json"]))
+    secrets = json.loads(
+        run([*kube, "get", "secrets", "-n", ANSIBLE_NS, "-l", "openpolicy.dev/placeholder=true", "-o", "json"])
+    )
+    for item in secrets["items"]:
+        item["metadata"] = {"name": item["metadata"]["name"], "labels": item["metadata"].get("labels", {})}
+    started = time.monotonic()
+    run(
+        [
+            *helm,
+            "upgrade",
+            "--install",
+            f"openpolicy-platform-{PLAIN_NS}",
+            str(REPO / "charts" / "openpolicy-platform"),
+            "-n",
+            "openpolicy-system",
+            "-f",
+            str(files["baseline"]),
+            "--wait",
+            "--timeout",
+            "120s",
+        ]
+    )
+    run([*kube, "apply", "-n", PLAIN_NS, "-f", "-"], stdin=json.dumps(secrets))
+    for name in TIER_ORDER:
+        run(
+            [
+                *helm,
+                "upgrade",
+                "--install",
+                name,
+                str(REPO / "charts" / "openpolicy-service"),
+                "-n",
+                PLAIN_NS,
+                "-f",
+                str(files[name]),
+                "--wait",
+                "--timeout",
+                "300s",
+            ]
+        )
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="leave the bench cluster up")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    cluster = ["--name", CLUSTER, "--workdir", str(state / "cluster"), "--kubeconfig", str(state / "kubeconfig")]
+    started = time.monotonic()
+    run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "up", *cluster, "--nodes", "3"])
+    print(f"bench cluster up: {time.monotonic() - started:.1f} s ({os.cpu_count()} cores)")
+    kube = ["kubectl", "--kubeconfig", str(state / "kubeconfig"), "--context", f"kwok-{CLUSTER}"]
+    helm = ["helm", "--kubeconfig", str(state / "kubeconfig"), "--kube-context", f"kwok-{CLUSTER}"]
+    extra = {
+        "k8s_cluster_name": CLUSTER,
+        "k8s_cluster_workdir": str(state / "cluster"),
+        "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
+        "openpolicy_namespace": ANSIBLE_NS,
+        "service_releases_credentials_dir": str(state / "credentials"),
+    }
+    try:
+        cold, _ = timed_playbook("deploy.yml", extra)
+        noop, again = timed_playbook("deploy.yml", extra)
+        plain = plain_helm_loop(kube, helm, state)
+        print(f"deploy.yml, nine services, cold:        {cold:6.1f} s")
+        print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (deploy.yml / loop = {cold / plain:.2f})")
+        ratio = f"changed={changed_total(again)}; no-op / cold = {noop / cold:.2f}"
+        print(f"deploy.yml, no-op rerun:                {noop:6.1f} s   ({ratio})")
+
+        failing = extra | {
+            "services": "auth-service",
+            "version": "1.5.0",
+            "service_releases_timeout": FAILING_TIMEOUT,
+            "service_releases_values_overrides": {
+                "auth-service": {"podLabels": {"openpolicy.dev/simulate": "crashloop"}}
+            },
+        }
+        failed, _ = timed_playbook("deploy.yml", failing, expect_ok=False)
+        print(
+            f"failed upgrade to previous revision Ready: {failed:6.1f} s (Helm timeout {FAILING_TIMEOUT} s; "
+            f"{failed - FAILING_TIMEOUT:.1f} s beyond it)"
+        )
+        upgrade = extra | {"service_releases_versions": {"auth-service": "1.5.0", "policy-service": "1.5.0"}}
+        upgraded, _ = timed_playbook("deploy.yml", upgrade)
+        rollback, _ = timed_playbook("rollback.yml", extra)
+        print(f"deploy.yml upgrading two services:      {upgraded:6.1f} s")
+        ratio = f"two releases back; rollback / cold = {rollback / cold:.2f}"
+        print(f"rollback.yml, environment to previous set: {rollback:6.1f} s ({ratio})")
+    finally:
+        if not args.keep:
+            run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
+        else:
+            print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
+
+
+if __name__ == "__main__":
+    main()
