@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import gzip
 import hashlib
 import json
@@ -32,14 +31,30 @@ SECRET_ENV = {
 SECRET_KEY_ENV = {"smtp_password": "SMTP_PASSWORD", "slack_webhook_url": "SLACK_WEBHOOK_URL"}
 
 
+def _plain(value: Any) -> Any:
+    """A plain copy (dict, list, str, int, float, bool, None). Ansible hands filters its own
+    lazy, tagged containers, whose deepcopy costs seconds; this costs milliseconds."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
 def _merge(base: dict, extra: dict) -> dict:
     """Deep merge, extra wins; lists are replaced."""
-    out = copy.deepcopy(base)
+    out = _plain(base)
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _plain(value)
     return out
 
 
@@ -69,6 +84,7 @@ def service_values(catalog: dict, name: str, settings: dict) -> dict:
     settings by variable name), ingress_host, ingress_class, ingress_tls_secret, database_cidrs,
     redis_cidrs, tolerations, secret_checksum, monitoring, overrides (chart values merged last).
     """
+    catalog, settings = _plain(catalog), _plain(settings)
     service = _service(catalog, name)
     ports = {s["name"]: s["port"] for s in catalog["services"]}
     infra = catalog["infrastructure"]
@@ -142,7 +158,7 @@ def service_values(catalog: dict, name: str, settings: dict) -> dict:
             "tlsSecretName": settings.get("ingress_tls_secret") or "",
         }
     if settings.get("tolerations"):
-        values["tolerations"] = copy.deepcopy(settings["tolerations"])
+        values["tolerations"] = settings["tolerations"]
     return _merge(values, settings.get("overrides") or {})
 
 
@@ -308,6 +324,34 @@ def secret_checksums(secrets: list[dict]) -> dict[str, str]:
     }
 
 
+def secrets_to_apply(desired: list[dict], listing: dict | str) -> list[dict]:
+    """The placeholder Secrets whose data or labels differ from the namespace's listing
+    (`kubectl get secrets -o json`): an unchanged Secret is not applied again."""
+    if isinstance(listing, str):
+        listing = json.loads(listing or "{}")
+    existing = {
+        i["metadata"]["name"]: i for i in (listing or {}).get("items") or [] if i.get("kind", "Secret") == "Secret"
+    }
+    out = []
+    for secret in _plain(desired) or []:
+        current = existing.get(secret["metadata"]["name"])
+        labels = (current or {}).get("metadata", {}).get("labels") or {}
+        if (
+            current is None
+            or (current.get("data") or {}) != secret["data"]
+            or any(labels.get(k) != v for k, v in secret["metadata"]["labels"].items())
+        ):
+            out.append(secret)
+    return out
+
+
+def secret_names(listing: dict | str) -> list[str]:
+    """The names of the Secrets in a `kubectl get secrets -o json` listing."""
+    if isinstance(listing, str):
+        listing = json.loads(listing or "{}")
+    return sorted(i["metadata"]["name"] for i in (listing or {}).get("items") or [])
+
+
 def services_with_secrets(catalog: dict, names: list[str]) -> list[str]:
     """The services among ``names`` that read a Secret."""
     return [name for name in names if secret_keys(catalog, name)]
@@ -410,10 +454,12 @@ def summary_rows(services: dict, releases: dict, deployments: list[dict]) -> lis
     return rows
 
 
-def namespace_state(listing: dict, chart: str = "openpolicy-service") -> dict:
-    """What one `kubectl get secrets,configmaps,deployments -o json` of a namespace says:
-    {"releases": helm_releases of the chart's releases, "sets": release_sets,
-    "deployments": [...]} (the Secrets' data stays out of the result but in the releases)."""
+def namespace_state(listing: dict | str, chart: str = "openpolicy-service") -> dict:
+    """What one `kubectl get secrets,configmaps,deployments -o json` of a namespace says (the
+    JSON text or its parsed form): {"releases": helm_releases of the chart's releases,
+    "sets": release_sets, "deployments": [...]}; no Secret's data is in the result."""
+    if isinstance(listing, str):
+        listing = json.loads(listing or "{}")
     items = (listing or {}).get("items") or []
     releases = helm_releases([i for i in items if i.get("kind") == "Secret"])
     releases = {n: r for n, r in releases.items() if r["history"] and r["history"][-1]["chart"] == chart}
@@ -430,6 +476,22 @@ def namespace_state(listing: dict, chart: str = "openpolicy-service") -> dict:
             if i.get("kind") == "Deployment"
         ],
     }
+
+
+def deployed_summary(releases: dict) -> dict[str, dict]:
+    """{service: {revision, latest, values_checksum, chart_version}}: what release_plan compares
+    (small, so that Ansible passes it around cheaply)."""
+    out = {}
+    for name, release in (releases or {}).items():
+        deployed = release.get("deployed")
+        if deployed:
+            out[name] = {
+                "revision": deployed["revision"],
+                "latest": release["history"][-1]["revision"],
+                "values_checksum": deployed["values_checksum"],
+                "chart_version": deployed["chart_version"],
+            }
+    return out
 
 
 def service_settings(name: str, inputs: dict) -> dict:
@@ -459,21 +521,21 @@ def service_settings(name: str, inputs: dict) -> dict:
     }
 
 
-def release_plan(catalog: dict, names: list[str], inputs: dict, releases: dict, chart_version: str) -> dict:
-    """{service: {"tier", "values", "changed"}} for the services of a run. ``changed`` is false
-    when the deployed release already has these values and this chart version, so that a rerun
-    does not even call Helm (kubernetes.core.helm would find the same and do nothing)."""
+def release_plan(catalog: dict, names: list[str], inputs: dict, deployed: dict, chart_version: str) -> dict:
+    """{service: {"tier", "values", "changed"}} for the services of a run. ``deployed`` is
+    deployed_summary(). ``changed`` is false when the deployed release already has these values
+    and this chart version, so that a rerun does not even call Helm (kubernetes.core.helm would
+    find the same and do nothing)."""
+    catalog, inputs = _plain(catalog), _plain(inputs)
     plan = {}
     for name in names:
         values = service_values(catalog, name, service_settings(name, inputs))
-        release = (releases or {}).get(name) or {}
-        deployed = release.get("deployed")
-        latest = (release.get("history") or [{}])[-1]
+        current = (deployed or {}).get(name)
         same = bool(
-            deployed
-            and latest.get("revision") == deployed["revision"]
-            and deployed["values_checksum"] == values_checksum(values)
-            and deployed["chart_version"] == chart_version
+            current
+            and current["latest"] == current["revision"]
+            and current["values_checksum"] == values_checksum(values)
+            and current["chart_version"] == chart_version
         )
         plan[name] = {"tier": _service(catalog, name)["tier"], "values": values, "changed": not same}
     return plan
@@ -491,6 +553,7 @@ class FilterModule:
             "openpolicy_table": table,
             "openpolicy_namespace_state": namespace_state,
             "openpolicy_release_plan": release_plan,
+            "openpolicy_deployed_summary": deployed_summary,
             "openpolicy_live_services": live_services,
             "openpolicy_release_sets": release_sets,
             "openpolicy_same_set": same_set,
@@ -500,4 +563,6 @@ class FilterModule:
             "openpolicy_placeholder_secrets": placeholder_secrets,
             "openpolicy_secret_checksums": secret_checksums,
             "openpolicy_services_with_secrets": services_with_secrets,
+            "openpolicy_secrets_to_apply": secrets_to_apply,
+            "openpolicy_secret_names": secret_names,
         }

@@ -59,6 +59,7 @@ def test_every_enabled_service_renders(inventory: str):
         values = filters.service_values(CATALOG, name, settings(gv, name))
         return render.helm_template(render.SERVICE_CHART, name, namespace, values)
 
+    render.build_dependencies()  # once, before the threads (helm dependency build is not concurrent-safe)
     with ThreadPoolExecutor(max_workers=4) as pool:
         rendered = dict(zip(gv["service_releases_enabled"], pool.map(one, gv["service_releases_enabled"]), strict=True))
     for name, manifests in rendered.items():
