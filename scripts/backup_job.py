@@ -5,6 +5,7 @@ Usage:
     backup_job.py backup --stanza S --type full|diff|incr    take a backup (repository host)
     backup_job.py archive-status --stanza S                   publish WAL archiving metrics (db host)
     backup_job.py record-drill --stanza S --success 0|1 ...   publish a restore drill's result
+    backup_job.py row-counts --stanza S --conninfo C          print rows per schema (restore drills)
 
 Every run writes Prometheus metrics atomically into node_exporter's textfile collector
 directory and prints one log line (logfmt, or JSON with --json). A failed backup exits
@@ -19,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,6 +148,27 @@ def run(command: Sequence[str], timeout: float | None = None) -> subprocess.Comp
         return subprocess.CompletedProcess(command, 127, "", str(error))
 
 
+def run_process_group(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command in a process group of its own and end whatever of the group outlives it.
+
+    pgBackRest's worker processes inherit the stanza lock; when the main process is killed
+    (OOM killer, an operator's SIGKILL) they linger, holding it, and every later run fails
+    with "is another pgBackRest process running?". Killing the group frees the lock. Output
+    goes to files, not pipes: a lingering worker would keep a pipe open and the read waiting.
+    """
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        try:
+            process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, start_new_session=True)
+        except FileNotFoundError as error:
+            return subprocess.CompletedProcess(command, 127, "", str(error))
+        returncode = process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout.seek(0)
+        stderr.seek(0)
+        return subprocess.CompletedProcess(command, returncode, stdout.read(), stderr.read())
+
+
 def exit_status(returncode: int) -> int:
     """A process killed by signal N reports -N; shells and systemd call that 128+N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -167,20 +190,29 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def record_manifest(args: argparse.Namespace, label: str) -> str:
-    """Per-schema row counts next to the backup's label; returns ok, off or failed."""
-    if not args.manifest_conninfo:
-        return "off"
-    recorded_at = time.time()
-    result = run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", args.manifest_conninfo,
+def row_counts(conninfo: str) -> dict[str, int]:
+    """Rows per schema of the database `conninfo` names (every ordinary table counted)."""
+    result = run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", conninfo,
                   "-c", MANIFEST_QUERY], timeout=1800)  # fmt: skip
     if result.returncode != 0:
-        return "failed"
+        raise JobError(f"counting rows failed: {last_line(result.stderr)}")
     schemas = {}
     for line in result.stdout.splitlines():
         if "\t" in line:
             schema, rows = line.split("\t", 1)
             schemas[schema] = int(rows)
+    return schemas
+
+
+def record_manifest(args: argparse.Namespace, label: str) -> str:
+    """Per-schema row counts next to the backup's label; returns ok, off or failed."""
+    if not args.manifest_conninfo:
+        return "off"
+    recorded_at = time.time()
+    try:
+        schemas = row_counts(args.manifest_conninfo)
+    except JobError:
+        return "failed"
     manifest = {
         "label": label,
         "stanza": args.stanza,
@@ -261,7 +293,7 @@ def run_backup(args: argparse.Namespace, state: dict[str, Any]) -> int:
     command = [args.pgbackrest, f"--stanza={args.stanza}", f"--type={args.type}"]
     command += [f"--annotation={item}" for item in args.annotation]
     command.append("backup")
-    result = run(command)
+    result = run_process_group(command)
     ended = time.time()
     status = exit_status(result.returncode)
     fields: dict[str, Any] = {"stanza": args.stanza, "type": args.type}
@@ -335,6 +367,11 @@ def command_archive_status(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def command_row_counts(args: argparse.Namespace) -> int:
+    print(json.dumps(row_counts(args.conninfo), sort_keys=True), flush=True)
+    return 0
+
+
 def command_record_drill(args: argparse.Namespace) -> int:
     now = time.time()
     state_path = Path(args.state_dir) / f"{args.stanza}-drill.json"
@@ -388,6 +425,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     drill.add_argument("--restore-seconds", type=float, default=0.0)
     drill.add_argument("--data-age-seconds", type=float, default=0.0)
     drill.add_argument("--detail", default="")
+    counts = commands.add_parser("row-counts", parents=[common], help="print rows per schema as JSON")
+    counts.add_argument("--conninfo", required=True, help="libpq conninfo of the database")
     args = parser.parse_args(argv)
     if args.command == "backup" and any("=" not in item for item in args.annotation):
         parser.error("--annotation expects key=value")
@@ -397,8 +436,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     handlers = {"backup": command_backup, "archive-status": command_archive_status}
-    handlers["record-drill"] = command_record_drill
+    handlers.update({"record-drill": command_record_drill, "row-counts": command_row_counts})
     try:
+        if args.command in {"backup", "record-drill"}:
+            Path(args.state_dir).mkdir(parents=True, exist_ok=True)
         return handlers[args.command](args)
     except (JobError, OSError, subprocess.SubprocessError) as error:
         log_line({"stanza": args.stanza, "job": args.command, "result": "failed", "error": str(error)}, args.json)

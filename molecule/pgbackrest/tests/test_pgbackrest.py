@@ -1,0 +1,259 @@
+"""Verify role pgbackrest and the backup playbooks on the scenario's two hosts.
+
+Runs in file order, each test building on the last: the full backup of converge, the
+encrypted repository, a point-in-time restore through playbooks/restore.yml, a SIGKILLed
+backup, the next run fired by a systemd timer, cron on the plain host, a restore drill and
+the bad inputs. Hosts are reached with `podman exec` (testinfra's podman backend); the
+playbooks run as an operator runs them, against Molecule's inventory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+DB = "pgb-db1"
+BACKUP = "pgb-backup1"
+STANZA = "openpolicy"
+PG_PORT = 57432
+REPO = "/var/lib/pgbackrest"
+TEXTFILE = "/var/lib/node_exporter/textfile_collector"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def podman(container: str, command: str, user: str = "root", check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["podman", "exec", "--user", user, container, "bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} on {container}: rc {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def sql(query: str, port: int = PG_PORT, database: str = "openpolicy", container: str = DB) -> str:
+    quoted = query.replace("'", "'\"'\"'")
+    return podman(container, f"psql -X -At -p {port} -d {database} -c '{quoted}'", user="postgres").stdout.strip()
+
+
+def pgbackrest(command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return podman(BACKUP, f"pgbackrest --stanza={STANZA} {command}", user="pgbackrest", check=check)
+
+
+def backups() -> list[dict]:
+    return json.loads(pgbackrest("--output=json info").stdout)[0]["backup"]
+
+
+def metrics(container: str, name: str) -> dict[str, float]:
+    samples = {}
+    for line in podman(container, f"cat {TEXTFILE}/{name}").stdout.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            samples[series] = float(value)
+    return samples
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    # Molecule's inventory file and its extra hosts file (the control group); the folder
+    # also holds credentials/, which is no inventory source.
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    command = ["ansible-playbook", "-i", str(inventory), "-i", str(inventory.parent / "hosts")]
+    command += [str(ROOT / "playbooks" / name), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900, check=False)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if "preflight: " in line]
+    assert lines, result.stdout[-3000:]
+    return lines[0]
+
+
+def test_full_backup_exists_and_check_passes() -> None:
+    assert any(backup["type"] == "full" for backup in backups())
+    pgbackrest("check")
+
+
+def test_repository_is_encrypted() -> None:
+    info = json.loads(pgbackrest("--output=json info").stdout)[0]
+    assert info["cipher"] == "aes-256-cbc"
+    # Every file of the repository is OpenSSL-encrypted ("Salted__" header), WAL and backups,
+    # and the passphrase lives only in the repository host's own configuration.
+    files = podman(BACKUP, f"find {REPO}/archive {REPO}/backup -type f | head -50").stdout.split()
+    assert len(files) > 5
+    for path in files:
+        head = podman(BACKUP, f"head -c 8 {path}").stdout
+        assert head == "Salted__", path
+    assert podman(DB, "grep -c cipher /etc/pgbackrest/pgbackrest.conf", check=False).stdout.strip() == "0"
+    assert podman(BACKUP, "stat -c '%U %a' /etc/pgbackrest/pgbackrest.conf").stdout.strip() == "pgbackrest 640"
+
+
+def test_point_in_time_restore_returns_exactly_the_rows_before_t() -> None:
+    sql("drop table if exists public.pitr; create table public.pitr (id int primary key)")
+    sql("insert into public.pitr select generate_series(1, 100)")
+    time.sleep(1.5)
+    target = sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')") + "+00"
+    time.sleep(1.5)
+    sql("insert into public.pitr select generate_series(101, 150)")
+    assert sql("select count(*) from public.pitr") == "150"
+    started = time.monotonic()
+    result = playbook("restore.yml", "-e", json.dumps({"target_time": target, "restore_host": DB}))
+    print(f"restore.yml to {target}: {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert sql("select count(*), max(id) from public.pitr") == "100|100"
+    assert sql("select pg_is_in_recovery()") == "f"
+    # Back to a fresh full backup on the new timeline, as the runbook says after a restore.
+    assert playbook("backup.yml", "-e", "type=full").returncode == 0
+
+
+def test_wal_is_archived_within_the_archive_timeout() -> None:
+    # The most a point-in-time restore can lose is what sits in the current WAL segment:
+    # archive_timeout (15 s in this scenario) bounds it.
+    timeout = int(sql("show archive_timeout").rstrip("s"))
+    sql("create table if not exists public.loss (id int)")
+    sql("insert into public.loss values (1)")
+    segment = sql("select pg_walfile_name(pg_current_wal_lsn())")
+    deadline = time.monotonic() + timeout + 15
+    archived = ""
+    while time.monotonic() < deadline:
+        archived = sql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
+        if archived >= segment:
+            break
+        time.sleep(1)
+    assert archived >= segment, f"{segment} not archived within {timeout} s (+15 s for the async push)"
+    archive = podman(BACKUP, f"find {REPO}/archive -name '{segment[8:]}*' -o -name '{segment}*'").stdout
+    assert segment in archive
+
+
+def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
+    # Enough data that a gzip-9 full backup runs for several seconds.
+    podman(DB, f"pgbench -i -s 6 -q -p {PG_PORT} openpolicy", user="postgres")
+    runner = (
+        "PGBACKREST_COMPRESS_TYPE=gz PGBACKREST_COMPRESS_LEVEL=9 PGBACKREST_PROCESS_MAX=1 "
+        f"/usr/local/bin/openpolicy-backup-job backup --stanza {STANZA} --type full "
+        f"--textfile-dir {TEXTFILE} --state-dir /var/lib/openpolicy/backup > /tmp/killed-run.log 2>&1 &"
+    )
+    podman(BACKUP, runner, user="pgbackrest")
+    pid = ""
+    for _ in range(100):
+        found = podman(BACKUP, "pgrep -u pgbackrest -f -- '--type=full backup$'", check=False).stdout.split()
+        if found:
+            pid = found[0]
+            break
+        time.sleep(0.1)
+    assert pid, "the backup never started"
+    time.sleep(3)
+    podman(BACKUP, f"kill -KILL {pid}")
+    for _ in range(100):
+        if "result=" in podman(BACKUP, "cat /tmp/killed-run.log", check=False).stdout:
+            break
+        time.sleep(0.2)
+    log = podman(BACKUP, "cat /tmp/killed-run.log").stdout
+    assert "result=failed exit=137" in log, log
+    samples = metrics(BACKUP, f"openpolicy_backup_{STANZA}.prom")
+    assert samples[f'openpolicy_backup_last_run_success{{stanza="{STANZA}",type="full"}}'] == 0
+    assert samples[f'openpolicy_backup_last_run_exit_code{{stanza="{STANZA}",type="full"}}'] == 137
+    assert samples[f'openpolicy_backup_last_success_timestamp_seconds{{stanza="{STANZA}",type="full"}}'] > 0
+    verify = pgbackrest("verify", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_next_run_fired_by_the_systemd_timer_succeeds() -> None:
+    # Point the incremental timer at "every 5 seconds" for a moment: the real unit, timer and
+    # runner run as they would at their scheduled time.
+    before = metrics(BACKUP, f"openpolicy_backup_{STANZA}.prom")
+    key = f'openpolicy_backup_last_run_timestamp_seconds{{stanza="{STANZA}",type="incr"}}'
+    dropin = "/run/systemd/system/openpolicy-backup-incr.timer.d"
+    podman(
+        BACKUP,
+        f"mkdir -p {dropin} && printf '[Timer]\\nOnCalendar=\\nOnCalendar=*:*:0/5\\n' > {dropin}/soon.conf"
+        " && systemctl daemon-reload && systemctl restart openpolicy-backup-incr.timer",
+    )
+    try:
+        after: dict[str, float] = {}
+        for _ in range(120):
+            after = metrics(BACKUP, f"openpolicy_backup_{STANZA}.prom")
+            if after.get(key, 0) > before.get(key, 0):
+                break
+            time.sleep(1)
+    finally:
+        podman(BACKUP, f"rm -rf {dropin} && systemctl daemon-reload && systemctl restart openpolicy-backup-incr.timer")
+    assert after.get(key, 0) > before.get(key, 0), "the timer never ran the job"
+    assert after[f'openpolicy_backup_last_run_success{{stanza="{STANZA}",type="incr"}}'] == 1
+    journal = podman(BACKUP, "journalctl -u openpolicy-backup-incr.service --no-pager -o cat").stdout
+    assert re.search(r"backup_job time=\S+ stanza=openpolicy type=incr result=success exit=0", journal), journal
+    # The metrics file shows both: the killed full run failed, the incremental succeeded.
+    assert after[f'openpolicy_backup_last_run_success{{stanza="{STANZA}",type="full"}}'] == 0
+    assert after[f'openpolicy_backup_runs_total{{stanza="{STANZA}",type="full",result="failed"}}'] >= 1
+    assert pgbackrest("verify", check=False).returncode == 0
+
+
+def test_cron_runs_the_archive_status_job_on_the_plain_host() -> None:
+    assert podman(DB, "cat /proc/1/comm").stdout.strip() != "systemd"
+    log = podman(DB, "cat /var/log/openpolicy/openpolicy-wal-archive-status.log").stdout
+    assert re.search(r"job=archive-status result=success", log), log
+    samples = metrics(DB, f"openpolicy_wal_archive_{STANZA}.prom")
+    assert samples[f'openpolicy_wal_archive_status_success{{stanza="{STANZA}"}}'] == 1
+    assert samples[f'openpolicy_wal_archive_archived_total{{stanza="{STANZA}"}}'] > 0
+    assert time.time() - samples[f'openpolicy_wal_archive_status_timestamp_seconds{{stanza="{STANZA}"}}'] < 180
+
+
+def test_restore_drill_passes_and_records_metrics() -> None:
+    sql("create schema if not exists drill")
+    sql("create table if not exists drill.items as select generate_series(1, 1234) as id")
+    assert playbook("backup.yml", "-e", "type=diff").returncode == 0
+    started = time.monotonic()
+    result = playbook("restore_drill.yml")
+    print(f"restore_drill.yml: {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, result.stdout[-4000:]
+    samples = metrics(BACKUP, f"openpolicy_restore_drill_{STANZA}.prom")
+    assert samples[f'openpolicy_restore_drill_last_run_success{{stanza="{STANZA}"}}'] == 1
+    assert 0 < samples[f'openpolicy_restore_drill_restore_duration_seconds{{stanza="{STANZA}"}}'] < 300
+    assert samples[f'openpolicy_restore_drill_data_age_seconds{{stanza="{STANZA}"}}'] > 0
+    # The copy is dropped afterwards; the original still runs.
+    assert "restore" not in podman(BACKUP, "pg_lsclusters -h").stdout
+    assert sql("select count(*) from drill.items") == "1234"
+
+
+def test_backup_playbook_writes_the_label(tmp_path: Path) -> None:
+    label_file = tmp_path / "label"
+    result = playbook("backup.yml", "-e", "type=incr", "-e", f"backup_label_file={label_file}", "-e", "backup_reason=test")
+    assert result.returncode == 0, result.stdout[-3000:]
+    label = label_file.read_text().strip()
+    assert re.fullmatch(r"\d{8}-\d{6}F_\d{8}-\d{6}I", label)
+    assert label in [backup["label"] for backup in backups()]
+
+
+@pytest.mark.parametrize(
+    ("playbook_name", "extra", "message"),
+    [
+        ("restore.yml", ["-e", '{"target_time": "2999-01-01 00:00:00+00"}'], "preflight: target_time: 2999-01-01 00:00:00+00 is in the future"),
+        ("restore.yml", ["-e", '{"target_time": "2001-01-01 00:00:00+00"}'], "preflight: target_time: 2001-01-01 00:00:00+00 is before the end of the oldest backup"),
+        ("restore.yml", ["-e", "target_time=yesterday"], "preflight: target_time: expected 'YYYY-MM-DD HH:MM:SS' with a zone"),
+        ("restore.yml", ["-e", "backup_set=20010101-000000F"], "preflight: backup_set: 20010101-000000F is not in stanza openpolicy"),
+        ("restore.yml", ["-e", "restore_host=localhost"], "preflight: restore_host: localhost is in neither group db nor db_scratch"),
+        ("backup.yml", ["-e", "type=weekly"], "preflight: value of pgbackrest_backup_type must be one of: full, diff, incr, got: weekly"),
+        ("backup.yml", ["-e", "pgbackrest_repo_cipher_pass="], "preflight: pgbackrest_repo_cipher_pass: missing"),
+        ("provision_backups.yml", ["-e", '{"pgbackrest_schedule_incr": "61 * * * *"}'], "preflight: pgbackrest_schedule_incr: not a valid cron expression (minute field '61'"),
+    ],
+    ids=["future", "before-oldest", "not-a-time", "unknown-set", "host-outside-groups", "type", "passphrase", "cron"],
+)  # fmt: skip
+def test_bad_inputs_fail_before_any_change(playbook_name: str, extra: list[str], message: str) -> None:
+    rows_before = sql("select count(*) from public.pitr")
+    postmaster_before = podman(DB, "head -1 /var/lib/postgresql/15/main/postmaster.pid").stdout.strip()
+    result = playbook(playbook_name, *extra)
+    assert result.returncode != 0
+    assert message in one_error_line(result)
+    assert "changed=" not in result.stdout or not re.search(r"changed=[1-9]", result.stdout)
+    assert podman(DB, "head -1 /var/lib/postgresql/15/main/postmaster.pid").stdout.strip() == postmaster_before
+    assert sql("select count(*) from public.pitr") == rows_before
