@@ -17,6 +17,7 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 from typing import Any
 
 # Environment variables whose values carry credentials: they come from the Secret, by key.
@@ -541,6 +542,106 @@ def release_plan(catalog: dict, names: list[str], inputs: dict, deployed: dict, 
     return plan
 
 
+VERSION_PATTERN = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
+
+
+def _names(value: Any) -> list[str]:
+    """`-e services=a,b` (a string) or a list, as a list of names."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def release_input_errors(catalog: dict, inputs: dict) -> list[str]:
+    """Every problem with the releases' settings and the operator's extra-vars, one line each,
+    naming the setting and the expected form (roles/service_releases, tasks/validate.yml)."""
+    catalog, inputs = _plain(catalog), _plain(inputs)
+    known = [s["name"] for s in catalog["services"]]
+    enabled = inputs.get("enabled") or []
+    selected = _names(inputs.get("selected"))
+    versions = inputs.get("versions") or {}
+    default_version = inputs.get("default_version") or ""
+    override = inputs.get("version_override") or ""
+    environment = inputs.get("environment", "")
+    errors = []
+    if unknown := [n for n in enabled if n not in known]:
+        errors.append(
+            f"service_releases_enabled: unknown service {', '.join(unknown)}; "
+            f"expected names from catalog/services.yml: {', '.join(known)}"
+        )
+    if unknown := [n for n in selected if n not in known]:
+        errors.append(
+            f"services: unknown service {', '.join(unknown)}; expected a comma-separated list of: {', '.join(known)}"
+        )
+    elif disabled := [n for n in selected if n not in enabled]:
+        errors.append(
+            f"services: {', '.join(disabled)} not enabled in {environment}; "
+            f"expected some of service_releases_enabled: {', '.join(enabled)}"
+        )
+    if unknown := [n for n in versions if n not in known]:
+        errors.append(f"service_releases_versions: unknown service {', '.join(unknown)}; expected catalog names")
+    for name, version in versions.items():
+        if not VERSION_PATTERN.match(str(version)):
+            errors.append(
+                f"service_releases_versions.{name}: expected a version like 1.4.2 "
+                f"(MAJOR.MINOR.PATCH, optional -suffix), got '{version}'"
+            )
+    if default_version and not VERSION_PATTERN.match(default_version):
+        errors.append(
+            f"service_releases_default_version: expected a version like 1.4.2 or empty, got '{default_version}'"
+        )
+    unpinned = [n for n in enabled if n not in versions]
+    if unpinned and (not default_version or inputs.get("require_pinned")):
+        errors.append(
+            f"service_releases_versions: no version for {', '.join(unpinned)}; "
+            f"{environment} pins every enabled service's version (name: MAJOR.MINOR.PATCH)"
+        )
+    if override and (len(selected) != 1 or not VERSION_PATTERN.match(override)):
+        errors.append(
+            "version: expected a version like 1.4.2 for exactly one service (-e services=NAME -e version=1.4.2), "
+            f"got '{override}' for {len(selected)} service(s)"
+        )
+    if inputs.get("confirm_required") and inputs.get("confirm") != environment:
+        errors.append(
+            f"confirm: a {environment} run needs -e confirm={environment} (got '{inputs.get('confirm') or ''}')"
+        )
+    if int(inputs.get("timeout", 1)) <= 0 or int(inputs.get("history_max", 10)) <= 1:
+        errors.append(
+            "service_releases_timeout/service_releases_history_max: expected a timeout above 0 seconds and a history "
+            f"above 1, got {inputs.get('timeout')} and {inputs.get('history_max')}"
+        )
+    if inputs.get("placeholder_secrets") and environment != "local":
+        errors.append(
+            "service_releases_placeholder_secrets: only the local environment may use placeholder Secrets; "
+            f"{environment} reads the Secrets the secrets capability delivers"
+        )
+    return errors
+
+
+def rollback_input_errors(catalog: dict, inputs: dict) -> list[str]:
+    """Every problem with rollback.yml's extra-vars (service, revision, release_set), one line each."""
+    catalog, inputs = _plain(catalog), _plain(inputs)
+    known = [s["name"] for s in catalog["services"]]
+    service = str(inputs.get("service") or "")
+    revision = str(inputs.get("revision") or "")
+    target = str(inputs.get("release_set") or "previous")
+    errors = []
+    if revision and not re.match(r"^[1-9][0-9]*$", revision):
+        errors.append(f"revision: expected a whole number from 1 (a Helm revision of the service), got '{revision}'")
+    elif revision and not service:
+        errors.append(f"revision: names a revision of one service; expected -e service=NAME -e revision={revision}")
+    if target != "previous" and not re.match(r"^[1-9][0-9]*$", target):
+        errors.append(f"release_set: expected previous or the number of a recorded set, got '{target}'")
+    if service and service not in known:
+        errors.append(f"service: unknown service '{service}'; expected one of: {', '.join(known)}")
+    if service and target != "previous":
+        errors.append("release_set: rolls back the whole environment; leave out -e service=... (or -e release_set=...)")
+    if int(inputs.get("keep", 2)) < 2:
+        errors.append(
+            f"release_set_keep: expected at least 2 (the live set and the one before), got {inputs.get('keep')}"
+        )
+    return errors
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -553,6 +654,8 @@ class FilterModule:
             "openpolicy_table": table,
             "openpolicy_namespace_state": namespace_state,
             "openpolicy_release_plan": release_plan,
+            "openpolicy_release_input_errors": release_input_errors,
+            "openpolicy_rollback_input_errors": rollback_input_errors,
             "openpolicy_deployed_summary": deployed_summary,
             "openpolicy_live_services": live_services,
             "openpolicy_release_sets": release_sets,

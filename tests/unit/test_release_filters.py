@@ -180,3 +180,72 @@ def test_placeholder_secrets_hold_only_the_keys_the_service_reads():
 def test_table_aligns_columns():
     lines = filters.table([{"service": "auth-service", "revision": 3}], ["service", "revision"])
     assert lines == ["service       revision", "auth-service  3"]
+
+
+GOOD_INPUTS = {
+    "environment": "production",
+    "enabled": ["auth-service", "api-gateway"],
+    "selected": "",
+    "versions": {"auth-service": "1.4.2", "api-gateway": "1.4.2"},
+    "default_version": "",
+    "version_override": "",
+    "require_pinned": True,
+    "confirm_required": True,
+    "confirm": "production",
+    "timeout": 300,
+    "history_max": 10,
+    "placeholder_secrets": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "setting"),
+    [
+        ({"selected": "auth-service,billing"}, "services"),
+        ({"selected": ["policy-service"]}, "services"),
+        ({"enabled": ["auth-service", "nope"]}, "service_releases_enabled"),
+        ({"versions": {"auth-service": "latest", "api-gateway": "1.4.2"}}, "service_releases_versions.auth-service"),
+        ({"versions": {"auth-service": "1.4.2"}}, "service_releases_versions"),
+        ({"selected": "auth-service,api-gateway", "version_override": "1.5.0"}, "version"),
+        ({"selected": "auth-service", "version_override": "1.5"}, "version"),
+        ({"confirm": ""}, "confirm"),
+        ({"timeout": 0}, "service_releases_timeout"),
+        ({"placeholder_secrets": True}, "service_releases_placeholder_secrets"),
+    ],
+)
+def test_release_input_errors_name_the_setting(change: dict, setting: str):
+    assert filters.release_input_errors(CATALOG, GOOD_INPUTS) == []
+    errors = filters.release_input_errors(CATALOG, GOOD_INPUTS | change)
+    assert errors and setting in errors[0].split(":")[0].split("/"), errors
+    assert all("\n" not in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "setting"),
+    [
+        ({"service": "auth-service", "revision": "two"}, "revision"),
+        ({"revision": "3"}, "revision"),
+        ({"release_set": "last"}, "release_set"),
+        ({"service": "billing"}, "service"),
+        ({"service": "auth-service", "release_set": "3"}, "release_set"),
+        ({"keep": 1}, "release_set_keep"),
+    ],
+)
+def test_rollback_input_errors_name_the_setting(inputs: dict, setting: str):
+    assert filters.rollback_input_errors(CATALOG, {"service": "auth-service", "revision": "3"}) == []
+    errors = filters.rollback_input_errors(CATALOG, inputs)
+    assert errors and errors[0].startswith(f"{setting}:"), errors
+
+
+def test_only_differing_placeholder_secrets_are_applied():
+    pairs = filters.placeholder_passwords(CATALOG, ["auth-service", "config-service"])
+    secrets = filters.placeholder_secrets(
+        CATALOG,
+        ["auth-service", "config-service"],
+        dict.fromkeys((f"{a}/{b}" for a, b in pairs), "pw"),
+        "127.0.0.1",
+        "127.0.0.1",
+    )
+    listing = {"items": [secrets[0]]}
+    assert [s["metadata"]["name"] for s in filters.secrets_to_apply(secrets, listing)] == ["config-service-secrets"]
+    assert filters.secret_names(json.dumps(listing)) == ["auth-service-secrets"]
