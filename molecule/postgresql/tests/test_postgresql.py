@@ -17,11 +17,11 @@ import testinfra
 
 PRIMARY, REPLICA = "pg-primary", "pg-replica"
 PORTS = {PRIMARY: 55432, REPLICA: 55433}
-SERVICES = {"auth_service": "auth", "config_service": "config", "policy_service": "policy"}
+SERVICES = {"auth": "auth", "config": "config", "policy": "policy"}
 CONNECTION_LIMITS = {
-    "auth_service": 7,
-    "config_service": 5,
-    "policy_service": 5,
+    "auth": 7,
+    "config": 5,
+    "policy": 5,
     "openpolicy_owner": 10,
     "openpolicy_reporting": 5,
 }
@@ -30,7 +30,7 @@ testinfra_hosts = [f"podman://{name}" for name in PORTS]
 
 
 def password(role: str) -> str:
-    credentials = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory" / "credentials" / "postgresql"
+    credentials = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "credentials" / "postgresql"
     return (credentials / role).read_text().split()[0]
 
 
@@ -123,9 +123,14 @@ def test_service_creates_tables_in_its_own_schema(primary, role: str, schema: st
     assert ok(psql(primary, f"SELECT count(*) FROM {schema}.verify_items", role)) == "1"
 
 
-@pytest.mark.parametrize(
-    ("role", "other"), [("auth_service", "config"), ("config_service", "policy"), ("policy_service", "auth")]
-)
+def test_unqualified_tables_land_in_the_services_schema(primary) -> None:
+    # The role is named after its schema: the default search_path ("$user", public) finds it.
+    ok(psql(primary, "CREATE TABLE IF NOT EXISTS unqualified (id int)", "config"))
+    sql = "SELECT schemaname FROM pg_tables WHERE tablename = 'unqualified'"
+    assert ok(superuser(primary, sql)) == "config"
+
+
+@pytest.mark.parametrize(("role", "other"), [("auth", "config"), ("config", "policy"), ("policy", "auth")])
 def test_service_cannot_touch_another_schema(primary, role: str, other: str) -> None:
     read = psql(primary, f"SELECT * FROM {other}.verify_items", role)
     assert read.rc != 0
@@ -136,7 +141,7 @@ def test_service_cannot_touch_another_schema(primary, role: str, other: str) -> 
 
 
 def test_service_cannot_create_in_public(primary) -> None:
-    result = psql(primary, "CREATE TABLE public.intruder (id int)", "auth_service")
+    result = psql(primary, "CREATE TABLE public.intruder (id int)", "auth")
     assert result.rc != 0
     assert "permission denied for schema public" in result.stderr
 
@@ -150,9 +155,9 @@ def test_reporting_role_reads_every_schema_and_writes_nothing(primary) -> None:
 
 
 def test_owner_role_migrates_as_the_service(primary) -> None:
-    ok(psql(primary, "SET ROLE auth_service; CREATE TABLE IF NOT EXISTS auth.migrated (id int)", "openpolicy_owner"))
+    ok(psql(primary, "SET ROLE auth; CREATE TABLE IF NOT EXISTS auth.migrated (id int)", "openpolicy_owner"))
     sql = "SELECT tableowner FROM pg_tables WHERE schemaname = 'auth' AND tablename = 'migrated'"
-    assert ok(superuser(primary, sql)) == "auth_service"
+    assert ok(superuser(primary, sql)) == "auth"
 
 
 def test_connection_limits(primary) -> None:
@@ -172,13 +177,13 @@ def test_extension_created(primary) -> None:
 @pytest.mark.parametrize("server", [PRIMARY, REPLICA])
 def test_plain_tcp_is_refused(primary, replica, server: str) -> None:
     host = primary if server == PRIMARY else replica
-    result = psql(host, "SELECT 1", "auth_service", sslmode="disable")
+    result = psql(host, "SELECT 1", "auth", sslmode="disable")
     assert result.rc != 0
     assert "no encryption" in result.stderr
 
 
 def test_wrong_password_is_refused(primary) -> None:
-    result = psql(primary, "SELECT 1", "auth_service", secret=password("config_service"))
+    result = psql(primary, "SELECT 1", "auth", secret=password("config"))
     assert result.rc != 0
     assert "password authentication failed" in result.stderr
 
@@ -224,12 +229,12 @@ def test_row_written_on_primary_appears_on_replica(primary, replica) -> None:
             primary,
             "CREATE TABLE IF NOT EXISTS auth.replicated (marker text); "
             f"INSERT INTO auth.replicated VALUES ('{marker}')",
-            "auth_service",
+            "auth",
         )
     )
     deadline = time.monotonic() + 30
     while True:
-        result = psql(replica, f"SELECT count(*) FROM auth.replicated WHERE marker = '{marker}'", "auth_service")
+        result = psql(replica, f"SELECT count(*) FROM auth.replicated WHERE marker = '{marker}'", "auth")
         if result.rc == 0 and result.stdout.strip() == "1":
             break
         assert time.monotonic() < deadline, f"row not on the replica after 30 s: {result.stderr}"
@@ -237,7 +242,7 @@ def test_row_written_on_primary_appears_on_replica(primary, replica) -> None:
 
 
 def test_replica_is_read_only(replica) -> None:
-    assert ok(psql(replica, "SELECT pg_is_in_recovery()", "auth_service")) == "t"
-    result = psql(replica, "INSERT INTO auth.verify_items VALUES (2, 'y')", "auth_service")
+    assert ok(psql(replica, "SELECT pg_is_in_recovery()", "auth")) == "t"
+    result = psql(replica, "INSERT INTO auth.verify_items VALUES (2, 'y')", "auth")
     assert result.rc != 0
     assert "read-only transaction" in result.stderr

@@ -18,7 +18,7 @@ testinfra_hosts = [f"podman://{name}" for name in PORTS]
 
 
 def password(user: str) -> str:
-    credentials = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory" / "credentials" / "redis"
+    credentials = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "credentials" / "redis"
     return (credentials / user).read_text().split()[0]
 
 
