@@ -278,6 +278,8 @@ def placeholder_secrets(catalog: dict, names: list[str], passwords: dict, databa
         keys = sorted(set(secret_keys(catalog, name).values()))
         if not keys:
             continue
+        # The PostgreSQL login role of a service is named after its schema (roles/postgresql);
+        # the server accepts TLS connections only.
         role = _service(catalog, name).get("schema") or name
 
         def password(which: str, service_name: str = name) -> str:
@@ -288,10 +290,12 @@ def placeholder_secrets(catalog: dict, names: list[str], passwords: dict, databa
             if key == "database_url":
                 data[key] = (
                     f"postgresql://{role}:{password('database_password')}"
-                    f"@{database_host}:{infra['postgresql']['port']}/{database}"
+                    f"@{database_host}:{infra['postgresql']['port']}/{database}?sslmode=require"
                 )
             elif key == "redis_url":
-                data[key] = f"redis://:{password('redis_password')}@{redis_host}:{infra['redis']['port']}/0"
+                # One Redis ACL user per service, named like the service with '_' (roles/redis).
+                user = name.replace("-", "_")
+                data[key] = f"redis://{user}:{password('redis_password')}@{redis_host}:{infra['redis']['port']}/0"
             elif key == "slack_webhook_url":
                 data[key] = f"https://hooks.slack.invalid/{password('slack_webhook_token')}"
             else:

@@ -172,7 +172,10 @@ def test_placeholder_secrets_hold_only_the_keys_the_service_reads():
     assert sorted(by_name) == ["auth-service-secrets", "notification-service-secrets"]
     auth = {k: base64.b64decode(v).decode() for k, v in by_name["auth-service-secrets"]["data"].items()}
     assert set(auth) == {"database_url", "redis_url", "jwt_signing_key"}
-    assert auth["database_url"] == "postgresql://auth:pw-auth-service-database_password@127.0.0.1:5432/openpolicy"
+    assert auth["database_url"] == (
+        "postgresql://auth:pw-auth-service-database_password@127.0.0.1:5432/openpolicy?sslmode=require"
+    )
+    assert auth["redis_url"] == "redis://auth_service:pw-auth-service-redis_password@127.0.0.1:6379/0"
     checksums = filters.secret_checksums(secrets)
     assert set(checksums) == {"auth-service", "notification-service"} and all(len(c) == 64 for c in checksums.values())
 
