@@ -357,6 +357,19 @@ def secret_names(listing: dict | str) -> list[str]:
     return sorted(i["metadata"]["name"] for i in (listing or {}).get("items") or [])
 
 
+def helm_owners(listing: dict | str) -> list[str]:
+    """The Helm releases that own the objects of a `kubectl get ... -o json` listing
+    (annotation meta.helm.sh/release-name; "" for an object Helm does not own)."""
+    if isinstance(listing, str):
+        listing = json.loads(listing or "{}")
+    return sorted(
+        {
+            ((i.get("metadata") or {}).get("annotations") or {}).get("meta.helm.sh/release-name", "")
+            for i in (listing or {}).get("items") or []
+        }
+    )
+
+
 def services_with_secrets(catalog: dict, names: list[str]) -> list[str]:
     """The services among ``names`` that read a Secret."""
     return [name for name in names if secret_keys(catalog, name)]
@@ -672,4 +685,5 @@ class FilterModule:
             "openpolicy_services_with_secrets": services_with_secrets,
             "openpolicy_secrets_to_apply": secrets_to_apply,
             "openpolicy_secret_names": secret_names,
+            "openpolicy_helm_owners": helm_owners,
         }
