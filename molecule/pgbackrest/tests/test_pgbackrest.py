@@ -137,7 +137,7 @@ def test_wal_is_archived_within_the_archive_timeout() -> None:
 
 def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
     # Enough data that a gzip-9 full backup runs for several seconds.
-    podman(DB, f"pgbench -i -s 6 -q -p {PG_PORT} openpolicy", user="postgres")
+    podman(DB, f"pgbench -i -s 4 -q -p {PG_PORT} openpolicy", user="postgres")
     runner = (
         "PGBACKREST_COMPRESS_TYPE=gz PGBACKREST_COMPRESS_LEVEL=9 PGBACKREST_PROCESS_MAX=1 "
         f"/usr/local/bin/openpolicy-backup-job backup --stanza {STANZA} --type full "
