@@ -225,20 +225,20 @@ def previous_revision(release: dict) -> int:
 
 
 def failed_upgrade(service: str, release: dict | None, detail: str = "") -> str:
-    """The one line a failed upgrade ends with: which revision failed and why, which one serves.
-    ``detail`` (Helm's error) is used only when the history has no failed revision."""
+    """The one line a failed upgrade ends with: "service X: revision N failed, revision M is
+    serving (how it got there): why N failed". ``detail`` (Helm's error) stands in for the
+    reason when the history has no failed revision."""
     history = (release or {}).get("history") or []
     failed = [e for e in history if e["status"] == "failed"]
     deployed = (release or {}).get("deployed")
-    if failed:
-        why = " ".join(failed[-1].get("description", "").split())
-        failed_text = f"revision {failed[-1]['revision']} failed" + (f" ({why})" if why else "")
-    else:
-        failed_text = "the upgrade failed" + (f" ({' '.join(detail.split())})" if detail.strip() else "")
+    why = " ".join((failed[-1].get("description", "") if failed else detail).split())
+    failed_text = f"revision {failed[-1]['revision']} failed" if failed else "the upgrade failed"
     if deployed:
         how = f" ({deployed['description']})" if deployed.get("description") else ""
-        return f"service {service}: {failed_text}; revision {deployed['revision']} is serving{how}"
-    return f"service {service}: {failed_text}; no revision is serving (the first install was removed)"
+        serving = f"revision {deployed['revision']} is serving{how}"
+    else:
+        serving = "no revision is serving (the first install was removed)"
+    return f"service {service}: {failed_text}, {serving}" + (f": {why}" if why else "")
 
 
 def table(rows: list[dict], columns: list[str]) -> list[str]:

@@ -29,7 +29,8 @@ SERVICES = (
 # What may not change when a run fails before it starts: every kind the releases create.
 KINDS = "deploy,rs,pods,svc,cm,secrets,sa,netpol,jobs,cronjobs,pdb,ingress,hpa"
 FAILED_UPGRADE = re.compile(
-    r"service (?P<service>\S+): revision (?P<failed>\d+) failed \((?P<why>.+?)\); revision (?P<serving>\d+) is serving"
+    r"service (?P<service>\S+): revision (?P<failed>\d+) failed, revision (?P<serving>\d+) is serving"
+    r" \((?P<how>[^)]*)\): (?P<why>.+)$"
 )
 
 

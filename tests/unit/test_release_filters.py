@@ -115,7 +115,7 @@ def test_failed_upgrade_names_failed_and_serving_revision():
     )
     line = filters.failed_upgrade("auth-service", releases["auth-service"])
     assert (
-        line == "service auth-service: revision 2 failed (Upgrade failed: hook); revision 3 is serving (Rollback to 1)"
+        line == "service auth-service: revision 2 failed, revision 3 is serving (Rollback to 1): Upgrade failed: hook"
     )
     assert "no revision is serving" in filters.failed_upgrade("auth-service", None, "timed out")
 
