@@ -227,31 +227,42 @@ def test_restore_drill_passes_and_records_metrics() -> None:
 
 def test_backup_playbook_writes_the_label(tmp_path: Path) -> None:
     label_file = tmp_path / "label"
-    result = playbook("backup.yml", "-e", "type=incr", "-e", f"backup_label_file={label_file}", "-e", "backup_reason=test")
+    extra = {"type": "incr", "backup_label_file": str(label_file), "backup_reason": "test"}
+    result = playbook("backup.yml", "-e", json.dumps(extra))
     assert result.returncode == 0, result.stdout[-3000:]
     label = label_file.read_text().strip()
     assert re.fullmatch(r"\d{8}-\d{6}F_\d{8}-\d{6}I", label)
     assert label in [backup["label"] for backup in backups()]
 
 
-@pytest.mark.parametrize(
-    ("playbook_name", "extra", "message"),
-    [
-        ("restore.yml", ["-e", '{"target_time": "2999-01-01 00:00:00+00"}'], "preflight: target_time: 2999-01-01 00:00:00+00 is in the future"),
-        ("restore.yml", ["-e", '{"target_time": "2001-01-01 00:00:00+00"}'], "preflight: target_time: 2001-01-01 00:00:00+00 is before the end of the oldest backup"),
-        ("restore.yml", ["-e", "target_time=yesterday"], "preflight: target_time: expected 'YYYY-MM-DD HH:MM:SS' with a zone"),
-        ("restore.yml", ["-e", "backup_set=20010101-000000F"], "preflight: backup_set: 20010101-000000F is not in stanza openpolicy"),
-        ("restore.yml", ["-e", "restore_host=localhost"], "preflight: restore_host: localhost is in neither group db nor db_scratch"),
-        ("backup.yml", ["-e", "type=weekly"], "preflight: value of pgbackrest_backup_type must be one of: full, diff, incr, got: weekly"),
-        ("backup.yml", ["-e", "pgbackrest_repo_cipher_pass="], "preflight: pgbackrest_repo_cipher_pass: missing"),
-        ("provision_backups.yml", ["-e", '{"pgbackrest_schedule_incr": "61 * * * *"}'], "preflight: pgbackrest_schedule_incr: not a valid cron expression (minute field '61'"),
-    ],
-    ids=["future", "before-oldest", "not-a-time", "unknown-set", "host-outside-groups", "type", "passphrase", "cron"],
-)  # fmt: skip
-def test_bad_inputs_fail_before_any_change(playbook_name: str, extra: list[str], message: str) -> None:
+FUTURE = "2999-01-01 00:00:00+00"
+PAST = "2001-01-01 00:00:00+00"
+BAD_INPUTS = {
+    "future": ("restore.yml", {"target_time": FUTURE}, f"target_time: {FUTURE} is in the future"),
+    "before-oldest": ("restore.yml", {"target_time": PAST}, f"target_time: {PAST} is before the end of the oldest"),
+    "not-a-time": ("restore.yml", {"target_time": "yesterday"}, "target_time: expected 'YYYY-MM-DD HH:MM:SS'"),
+    "unknown-set": ("restore.yml", {"backup_set": "20010101-000000F"}, "backup_set: 20010101-000000F is not in stanza"),
+    "host-outside-groups": (
+        "restore.yml",
+        {"restore_host": "localhost"},
+        "restore_host: localhost is in neither group db nor db_scratch",
+    ),
+    "type": ("backup.yml", {"type": "weekly"}, "pgbackrest_backup_type must be one of: full, diff, incr, got: weekly"),
+    "passphrase": ("backup.yml", {"pgbackrest_repo_cipher_pass": ""}, "pgbackrest_repo_cipher_pass: missing"),
+    "cron": (
+        "provision_backups.yml",
+        {"pgbackrest_schedule_incr": "61 * * * *"},
+        "pgbackrest_schedule_incr: not a valid cron expression (minute field '61'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_fail_before_any_change(case: str) -> None:
+    playbook_name, extra, message = BAD_INPUTS[case]
     rows_before = sql("select count(*) from public.pitr")
     postmaster_before = podman(DB, "head -1 /var/lib/postgresql/15/main/postmaster.pid").stdout.strip()
-    result = playbook(playbook_name, *extra)
+    result = playbook(playbook_name, "-e", json.dumps(extra))
     assert result.returncode != 0
     assert message in one_error_line(result)
     # Nothing ran on the managed hosts (the control host may have read or made its secrets).
