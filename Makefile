@@ -15,6 +15,13 @@ export KUBECONFIG := $(CURDIR)/.local/kubeconfig
 
 ENV ?= local
 INVENTORY := inventories/$(ENV)
+# The local environment's vault password: a throwaway file outside git, made once (0600) by
+# `make up`; its vault (inventories/local/group_vars/all/vault.yml) is gitignored too. Every
+# other environment: the operator passes --vault-password-file (docs/secrets.md).
+LOCAL_VAULT_PASSWORD := $(CURDIR)/.local/vault-password
+ifeq ($(ENV),local)
+export ANSIBLE_VAULT_PASSWORD_FILE := $(LOCAL_VAULT_PASSWORD)
+endif
 PYTEST := python -m pytest
 MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
@@ -31,6 +38,8 @@ images: bootstrap ## build the podman host images (Debian 12, plain and systemd)
 	python3 scripts/podman_images.py build
 
 up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
+	if [ "$(ENV)" = local ] && [ ! -s "$(LOCAL_VAULT_PASSWORD)" ]; then \
+	  mkdir -p "$(dir $(LOCAL_VAULT_PASSWORD))" && (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$(LOCAL_VAULT_PASSWORD)"); fi
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 down: ## stop the local environment and remove its state

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +19,26 @@ RECAP = re.compile(
 )
 
 
+def test_vault_password() -> Path:
+    """The tests' throwaway vault password (outside git, 0600): it encrypts the vaults they write."""
+    path = Path(tempfile.gettempdir()) / f"openpolicy-tests-vault-password-{os.getuid()}"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def vault_identities() -> str:
+    """ANSIBLE_VAULT_IDENTITY_LIST of a test run: the tests' password first (it encrypts), and the
+    local environment's when `make up` made one, since inventories/local then loads its vault.yml."""
+    ids = [f"tests@{test_vault_password()}"]
+    local = REPO / ".local" / "vault-password"
+    if local.exists():
+        ids.append(f"local@{local}")
+    return ",".join(ids)
+
+
 def toolchain_env(**extra: str) -> dict[str, str]:
     """The environment `make` gives every command: pinned tools first on PATH."""
     toolchain = REPO / ".toolchain"
@@ -24,6 +46,9 @@ def toolchain_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{toolchain / 'bin'}:{toolchain / 'venv' / 'bin'}:{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     env.setdefault("CONTAINERS_CONF", str(REPO / "images" / "containers.conf"))
+    # Vault passwords of the tests, never the operator's: make exports the local one for ENV=local.
+    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    env["ANSIBLE_VAULT_IDENTITY_LIST"] = vault_identities()
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env.update(extra)

@@ -48,6 +48,8 @@ class DeployEnv:
             **self.cluster_vars,
             "openpolicy_namespace": self.namespace,
             "service_releases_credentials_dir": str(self.credentials),
+            # The tests' own vault, encrypted with their throwaway password (tests/helpers.py).
+            "secrets_vault_file": str(self.credentials / "vault.yml"),
         }
 
     def playbook(

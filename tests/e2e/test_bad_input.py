@@ -43,6 +43,8 @@ def test_bad_setting_fails_before_anything_starts(case: str, tmp_path):
             "k8s_cluster_name": "openpolicy-badinput",
             "k8s_cluster_workdir": str(state / "cluster"),
             "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
+            # The secrets come first (roles/secrets): into a vault of the test's, never inventories/local's.
+            "secrets_vault_file": str(tmp_path / "vault.yml"),
             **extra,
         },
     )

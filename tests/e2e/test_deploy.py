@@ -179,7 +179,13 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(env: DeployEnv, cold, c
         }
     elif inventory != "inventories/local":
         # The production inventory pointed at the session's cluster: only the confirmation is missing.
-        extra |= {"k8s_cluster_kubeconfig": str(env.kube.kubeconfig), "k8s_cluster_context": env.kube.context}
+        # Its secrets are generated into the test's own vault (production never generates unasked).
+        extra |= {
+            "k8s_cluster_kubeconfig": str(env.kube.kubeconfig),
+            "k8s_cluster_context": env.kube.context,
+            "secrets_generate_missing": True,
+            "secrets_external_placeholders": True,
+        }
     before = env.snapshot()
     result = env.playbook(playbook, inventory=inventory, **extra)
     assert result.returncode != 0, output(result)

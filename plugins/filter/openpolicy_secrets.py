@@ -1,0 +1,277 @@
+"""Filters of roles/secrets: what an environment's vault must hold, what is missing or too weak,
+and the one Kubernetes Secret per service built from it. Pure functions, unit-tested in
+tests/unit/test_secret_filters.py; no value ever appears in an error message, only its name.
+
+The vault holds these `vault_*` keys (docs/secrets.md):
+
+- ``vault_database_passwords``: {service: password} for every service with a schema
+- ``vault_postgresql_passwords``: {role: password} for the owner, reporting and replication roles
+- ``vault_redis_passwords``: {service: password} for every service that needs Redis
+- ``vault_redis_admin_password``
+- ``vault_jwt_signing_key`` / ``vault_jwt_public_key`` (EC P-256, PEM) and
+  ``vault_jwt_previous_public_key`` (still accepted during a rotation's overlap window, else "")
+- ``vault_pgbackrest_repo_cipher_pass``
+- ``vault_monitoring_passwords``: {postgres_exporter, redis_exporter, grafana_admin}
+- ``vault_smtp_password``, ``vault_slack_webhook_url``: issued by providers, never generated
+  outside the local environment
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets as random
+import string
+from typing import Any
+from urllib.parse import quote
+
+# Catalog `secrets:` entry -> the keys of the service's Secret that carry it (the chart reads
+# the Secret by these keys, see plugins/filter/openpolicy_releases.py SECRET_ENV).
+SECRET_KEYS = {
+    "database_password": ["database_url"],
+    "redis_password": ["redis_url"],
+    "jwt_signing_key": ["jwt_signing_key", "jwt_public_keys"],
+    "smtp_password": ["smtp_password"],
+    "slack_webhook_url": ["slack_webhook_url"],
+}
+MONITORING_USERS = ["postgres_exporter", "redis_exporter", "grafana_admin"]
+ALPHABET = string.ascii_letters + string.digits
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's lazy containers as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def required_secrets(catalog: dict, settings: dict) -> list[dict]:
+    """Every secret the environment needs: {"key": "vault_x" or "vault_x.member", "kind": ...}.
+
+    kind: password (generated, checked for strength), passphrase (generated, longer),
+    ec_key (the JWT key pair), external (issued elsewhere; generated only as a local placeholder).
+    ``settings``: postgresql_roles (list), redis_admin_user (unused in the key, kept for docs).
+    """
+    out: list[dict] = []
+    for service in catalog["services"]:
+        needs = service.get("needs") or []
+        if service.get("schema") and "postgresql" in needs:
+            out.append({"key": f"vault_database_passwords.{service['name']}", "kind": "password"})
+        if "redis" in needs:
+            out.append({"key": f"vault_redis_passwords.{service['name']}", "kind": "password"})
+    for role in settings.get("postgresql_roles") or []:
+        out.append({"key": f"vault_postgresql_passwords.{role}", "kind": "password"})
+    out.append({"key": "vault_redis_admin_password", "kind": "password"})
+    wanted = {name for service in catalog["services"] for name in service.get("secrets") or []}
+    if "jwt_signing_key" in wanted:
+        out.append({"key": "vault_jwt_signing_key", "kind": "ec_key"})
+    out.append({"key": "vault_pgbackrest_repo_cipher_pass", "kind": "passphrase"})
+    for user in MONITORING_USERS:
+        out.append({"key": f"vault_monitoring_passwords.{user}", "kind": "password"})
+    for name in ("smtp_password", "slack_webhook_url"):
+        if name in wanted:
+            out.append({"key": f"vault_{name}", "kind": "external"})
+    return out
+
+
+def _get(values: dict, key: str) -> Any:
+    top, _, member = key.partition(".")
+    value = (values or {}).get(top)
+    if member:
+        value = (value or {}).get(member) if isinstance(value, dict) else None
+    return value
+
+
+def missing_secrets(values: dict, required: list[dict]) -> list[dict]:
+    """The required secrets that are absent or empty in ``values`` (the vault's content)."""
+    values = _plain(values) or {}
+    out = []
+    for spec in _plain(required):
+        value = _get(values, spec["key"])
+        if value is None or value == "" or (spec["kind"] == "ec_key" and not values.get("vault_jwt_public_key")):
+            out.append(spec)
+    return out
+
+
+def password(length: int = 32) -> str:
+    """A random password of letters and digits with each class present."""
+    while True:
+        value = "".join(random.choice(ALPHABET) for _ in range(length))
+        if any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value):
+            return value
+
+
+def generate_secrets(missing: list[dict], length: int = 32, passphrase_length: int = 64) -> dict:
+    """Values for the missing secrets of kind password, passphrase and external (a local
+    placeholder), as {"vault_x": value} or {"vault_x": {member: value}} to merge recursively.
+    ec_key is made by community.crypto in the role."""
+    out: dict[str, Any] = {}
+    for spec in _plain(missing):
+        kind = spec["kind"]
+        if kind == "ec_key":
+            continue
+        if kind == "passphrase":
+            value = password(passphrase_length)
+        elif spec["key"] == "vault_slack_webhook_url":
+            value = f"https://hooks.slack.invalid/services/{password(24)}"
+        else:
+            value = password(length)
+        top, _, member = spec["key"].partition(".")
+        if member:
+            out.setdefault(top, {})[member] = value
+        else:
+            out[top] = value
+    return out
+
+
+def weak_secrets(values: dict, required: list[dict], min_length: int = 16) -> list[str]:
+    """One line per provided password or passphrase that is too weak: shorter than
+    ``min_length`` (passphrases: twice that) or with fewer than three of lower case, upper case,
+    digits and other characters. Names the key, never the value."""
+    values = _plain(values) or {}
+    lines = []
+    for spec in _plain(required):
+        if spec["kind"] not in ("password", "passphrase"):
+            continue
+        value = _get(values, spec["key"])
+        if value is None or value == "":
+            continue
+        value = str(value)
+        need = min_length * (2 if spec["kind"] == "passphrase" else 1)
+        classes = sum(
+            [
+                any(c.islower() for c in value),
+                any(c.isupper() for c in value),
+                any(c.isdigit() for c in value),
+                any(not c.isalnum() for c in value),
+            ]
+        )
+        if len(value) < need:
+            lines.append(f"secrets: {spec['key']}: too weak, {len(value)} characters where at least {need} are needed")
+        elif classes < 3:
+            lines.append(
+                f"secrets: {spec['key']}: too weak, needs three of lower case, upper case, digits and other characters"
+            )
+    return lines
+
+
+def secret_keys(catalog: dict, name: str) -> list[str]:
+    """The keys of ``<name>-secrets``: exactly what the service's catalog `secrets:` need."""
+    for service in catalog["services"]:
+        if service["name"] == name:
+            return sorted({key for entry in service.get("secrets") or [] for key in SECRET_KEYS.get(entry, [])})
+    raise ValueError(f"service {name!r} is not in the catalog")
+
+
+def service_secrets(catalog: dict, names: list[str], values: dict, endpoints: dict, labels: dict) -> list[dict]:
+    """One Secret ``<service>-secrets`` per service that has secrets, with exactly its keys.
+
+    ``endpoints``: database_host, database_port, database, database_sslmode, redis_host, redis_port.
+    The PostgreSQL login role is named after the service's schema, the Redis ACL user after the
+    service with "_" (roles/postgresql, roles/redis). Values are base64 `data`, as the API returns
+    them, with the checksum of the data as the annotation openpolicy.dev/secret-checksum."""
+    catalog, values, endpoints = _plain(catalog), _plain(values) or {}, _plain(endpoints)
+    by_name = {s["name"]: s for s in catalog["services"]}
+    out = []
+    for name in names:
+        keys = secret_keys(catalog, name)
+        if not keys:
+            continue
+        service = by_name[name]
+        data: dict[str, str] = {}
+        for key in keys:
+            if key == "database_url":
+                role = service.get("schema") or name
+                secret = quote(str(values["vault_database_passwords"][name]), safe="")
+                data[key] = (
+                    f"postgresql://{role}:{secret}@{endpoints['database_host']}:{endpoints['database_port']}"
+                    f"/{endpoints['database']}?sslmode={endpoints.get('database_sslmode', 'require')}"
+                )
+            elif key == "redis_url":
+                secret = quote(str(values["vault_redis_passwords"][name]), safe="")
+                user = name.replace("-", "_")
+                data[key] = f"redis://{user}:{secret}@{endpoints['redis_host']}:{endpoints['redis_port']}/0"
+            elif key == "jwt_signing_key":
+                data[key] = values["vault_jwt_signing_key"]
+            elif key == "jwt_public_keys":
+                data[key] = "".join(
+                    k if k.endswith("\n") else k + "\n"
+                    for k in (values["vault_jwt_public_key"], values.get("vault_jwt_previous_public_key") or "")
+                    if k
+                )
+            else:
+                data[key] = str(values[f"vault_{key}"])
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": f"{name}-secrets",
+                    "labels": {**(_plain(labels) or {}), "openpolicy.dev/service": name},
+                    "annotations": {"openpolicy.dev/secret-checksum": data_checksum(encoded)},
+                },
+                "data": encoded,
+            }
+        )
+    return out
+
+
+def data_checksum(data: dict) -> str:
+    """sha256 of a Secret's base64 data: the chart's secretChecksum (same as the deploy's)."""
+    return hashlib.sha256(json.dumps(_plain(data), sort_keys=True).encode()).hexdigest()
+
+
+def secret_checksums(secrets: list[dict]) -> dict[str, str]:
+    """{service: checksum} of the Secrets service_secrets() built."""
+    return {
+        s["metadata"]["labels"]["openpolicy.dev/service"]: s["metadata"]["annotations"][
+            "openpolicy.dev/secret-checksum"
+        ]
+        for s in _plain(secrets)
+    }
+
+
+def secret_values(values: dict) -> list[str]:
+    """Every leaf value of the vault (strings), for the tests' leak checks and no_log audits."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif value not in (None, ""):
+            out.append(str(value))
+
+    walk(_plain(values))
+    return out
+
+
+def merge_values(values: dict, extra: dict) -> dict:
+    """``values`` with ``extra`` merged in, one level deep (the vault's maps)."""
+    out = dict(_plain(values) or {})
+    for key, value in (_plain(extra) or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "openpolicy_required_secrets": required_secrets,
+            "openpolicy_missing_secrets": missing_secrets,
+            "openpolicy_generate_secrets": generate_secrets,
+            "openpolicy_weak_secrets": weak_secrets,
+            "openpolicy_service_secret_keys": secret_keys,
+            "openpolicy_service_secrets": service_secrets,
+            "openpolicy_service_secret_checksums": secret_checksums,
+            "openpolicy_secret_values": secret_values,
+            "openpolicy_merge_secrets": merge_values,
+        }
