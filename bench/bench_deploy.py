@@ -90,8 +90,21 @@ def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
     for name in TIER_ORDER:
         files[name] = workdir / f"{name}.json"
         files[name].write_text(run([*helm, "get", "values", name, "-n", ANSIBLE_NS, "-o", "json"]))
+    # The services' Secrets as deploy.yml delivered them, for the loop's namespace.
     secrets = json.loads(
-        run([*kube, "get", "secrets", "-n", ANSIBLE_NS, "-l", "openpolicy.dev/placeholder=true", "-o", "json"])
+        run(
+            [
+                *kube,
+                "get",
+                "secrets",
+                "-n",
+                ANSIBLE_NS,
+                "-l",
+                "app.kubernetes.io/managed-by=openpolicy-deploy",
+                "-o",
+                "json",
+            ]
+        )
     )
     for item in secrets["items"]:
         item["metadata"] = {"name": item["metadata"]["name"], "labels": item["metadata"].get("labels", {})}
@@ -150,6 +163,8 @@ def main() -> None:
         "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
         "openpolicy_namespace": ANSIBLE_NS,
         "service_releases_credentials_dir": str(state / "credentials"),
+        # The bench's own vault (roles/secrets), encrypted with the tests' throwaway password.
+        "secrets_vault_file": str(state / "vault.yml"),
     }
     try:
         cold, _ = timed_playbook("deploy.yml", extra)
