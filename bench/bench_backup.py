@@ -44,7 +44,17 @@ def env() -> dict[str, str]:
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
         "CONTAINERS_CONF": str(REPO / "images" / "containers.conf"),
+        # The shared preflight runs roles/secrets, whose vault needs a password: a throwaway one.
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(vault_password_file()),
     }
+
+
+def vault_password_file() -> Path:
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"openpolicy-pgbackrest-molecule-vault-{os.getuid()}"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(os.urandom(24).hex() + "\n")
+    return path
 
 
 def run(command: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -62,12 +62,23 @@ def metrics(container: str, name: str) -> dict[str, float]:
     return samples
 
 
+def vault_password_file() -> Path:
+    """A throwaway vault password (0600, outside git): the shared preflight runs roles/secrets,
+    which keeps the environment's generated secrets in an ansible-vault file."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"openpolicy-pgbackrest-molecule-vault-{os.getuid()}"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(os.urandom(24).hex() + "\n")
+    return path
+
+
 def playbook(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
     # Molecule's inventory file and its extra hosts file (the control group); the folder
     # also holds credentials/, which is no inventory source.
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"])
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
     env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file())
     command = ["ansible-playbook", "-i", str(inventory), "-i", str(inventory.parent / "hosts")]
     command += [str(ROOT / "playbooks" / name), *extra]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900, check=False)
