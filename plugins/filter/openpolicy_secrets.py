@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import os
 import secrets as random
 import string
 from typing import Any
@@ -262,6 +264,43 @@ def merge_values(values: dict, extra: dict) -> dict:
     return out
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of a password (RFC 5802/7677, as pg_authid stores it):
+    `ALTER ROLE ... PASSWORD '<verifier>'` sets the password without it ever reaching the server
+    or its statement log in clear."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", str(password).encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def rotation_targets(catalog: dict, kind: str, service: str) -> list[dict]:
+    """What a rotation of ``kind`` touches for ``service`` (a name or "all"): one entry per service
+    with its vault key, PostgreSQL role and Redis user; [] when the service has no such secret."""
+    names = []
+    for entry in _plain(catalog)["services"]:
+        needs = entry.get("needs") or []
+        has = {
+            "database_password": bool(entry.get("schema")) and "postgresql" in needs,
+            "redis_password": "redis" in needs,
+            "jwt_signing_key": "jwt_signing_key" in (entry.get("secrets") or []),
+        }.get(kind, False)
+        if has and service in ("all", entry["name"]):
+            names.append(
+                {
+                    "service": entry["name"],
+                    "key": f"vault_{kind.replace('_password', '_passwords')}.{entry['name']}",
+                    "kind": "password",
+                    "role": entry.get("schema") or "",
+                    "user": entry["name"].replace("-", "_"),
+                }
+            )
+    return names
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
@@ -274,4 +313,6 @@ class FilterModule:
             "openpolicy_service_secret_checksums": secret_checksums,
             "openpolicy_secret_values": secret_values,
             "openpolicy_merge_secrets": merge_values,
+            "openpolicy_scram_verifier": scram_verifier,
+            "openpolicy_rotation_targets": rotation_targets,
         }

@@ -24,6 +24,9 @@ def cluster_vars(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "k8s_cluster_workdir": str(state / "cluster"),
         "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
         "k8s_cluster_nodes": int(os.environ.get("OPENPOLICY_E2E_NODES", "3")),
+        # Every playbook reads the secrets first (playbooks/preflight.yml): the tests' vault, never
+        # inventories/local's, encrypted with the tests' throwaway password (tests/helpers.py).
+        "secrets_vault_file": str(state / "vault.yml"),
     }
 
 

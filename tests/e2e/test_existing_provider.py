@@ -16,6 +16,7 @@ def existing_vars(cluster_vars: dict, **extra) -> dict:
         "k8s_cluster_provider": "existing",
         "k8s_cluster_kubeconfig": cluster_vars["k8s_cluster_kubeconfig"],
         "k8s_cluster_context": f"kwok-{cluster_vars['k8s_cluster_name']}",
+        "secrets_vault_file": cluster_vars["secrets_vault_file"],
         **extra,
     }
 
