@@ -21,6 +21,7 @@ INVENTORY := inventories/$(ENV)
 LOCAL_VAULT_PASSWORD := $(CURDIR)/.local/vault-password
 ifeq ($(ENV),local)
 export ANSIBLE_VAULT_PASSWORD_FILE := $(LOCAL_VAULT_PASSWORD)
+VAULT_PASSWORD_FILE := $(LOCAL_VAULT_PASSWORD)
 endif
 PYTEST := python -m pytest
 MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
@@ -31,18 +32,21 @@ help: ## show the targets
 	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  make molecule-NAME    one Molecule scenario: $(MOLECULE_SCENARIOS)"
 
-bootstrap: ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
+bootstrap: $(VAULT_PASSWORD_FILE) ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
 	python3 scripts/bootstrap.py
+
+# Every playbook run reads the vault (the preflight checks the secrets), so every target that
+# runs one gets the local throwaway password first: made once, 0600, never replaced.
+$(LOCAL_VAULT_PASSWORD):
+	mkdir -p "$(dir $@)" && (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$@")
 
 images: bootstrap ## build the podman host images (Debian 12, plain and systemd), cached by input hash
 	python3 scripts/podman_images.py build
 
 up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
-	if [ "$(ENV)" = local ] && [ ! -s "$(LOCAL_VAULT_PASSWORD)" ]; then \
-	  mkdir -p "$(dir $(LOCAL_VAULT_PASSWORD))" && (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$(LOCAL_VAULT_PASSWORD)"); fi
 	ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
-down: ## stop the local environment and remove its state
+down: $(VAULT_PASSWORD_FILE) ## stop the local environment and remove its state
 	ansible-playbook -i $(INVENTORY) playbooks/teardown_local.yml
 
 status: ## show the local environment: cluster, nodes, podman hosts

@@ -404,8 +404,9 @@ def step_tools(versions: dict) -> str:
             shutil.rmtree(folder, ignore_errors=True)
             log(f"creating {folder.name}")
             run([sys.executable, "-m", "venv", str(folder)])
-            run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                 f"{name}=={version}"])
+            run(
+                [str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", f"{name}=={version}"]
+            )
             mark_complete(folder, started)
             report.append(f"{folder.name} installed")
         link(folder / "bin" / name, TOOLCHAIN / "bin" / name)
