@@ -78,7 +78,7 @@ def test_production_pins_every_version_and_asks_for_confirmation():
 
 
 def test_no_environment_but_local_makes_placeholder_secrets():
-    """Secrets come from roles/secrets; the placeholder fallback is for local only (the preflight refuses it elsewhere)."""
+    """Secrets come from roles/secrets; placeholders are a local-only fallback (refused elsewhere)."""
     for inventory in INVENTORIES:
         if inventory != "local":
             assert group_vars(inventory)["service_releases_placeholder_secrets"] is False, inventory
