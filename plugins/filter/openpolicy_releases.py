@@ -357,15 +357,19 @@ def secret_names(listing: dict | str) -> list[str]:
     return sorted(i["metadata"]["name"] for i in (listing or {}).get("items") or [])
 
 
-def helm_owners(listing: dict | str) -> list[str]:
+def helm_owners(listing: dict | str, kind: str = "", label: str = "") -> list[str]:
     """The Helm releases that own the objects of a `kubectl get ... -o json` listing
-    (annotation meta.helm.sh/release-name; "" for an object Helm does not own)."""
+    (annotation meta.helm.sh/release-name; "" for an object Helm does not own), optionally only
+    the objects of one kind that carry a label ("key=value")."""
     if isinstance(listing, str):
         listing = json.loads(listing or "{}")
+    key, _, value = label.partition("=")
     return sorted(
         {
             ((i.get("metadata") or {}).get("annotations") or {}).get("meta.helm.sh/release-name", "")
             for i in (listing or {}).get("items") or []
+            if (not kind or i.get("kind") == kind)
+            and (not key or ((i.get("metadata") or {}).get("labels") or {}).get(key) == value)
         }
     )
 
