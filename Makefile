@@ -56,8 +56,8 @@ status: ## show the local environment: cluster, nodes, podman hosts
 lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
-	ruff check scripts tests bench
-	ruff format --check scripts tests bench
+	ruff check scripts tests bench plugins
+	ruff format --check scripts tests bench plugins
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with
 	# each ci/*-values.yaml: their defaults leave required values (image, service) empty on purpose.
 	for chart in charts/*/; do \
