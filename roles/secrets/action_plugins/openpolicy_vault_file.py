@@ -69,7 +69,10 @@ class ActionModule(ActionBase):
         if not vault.secrets:
             return {**result, "failed": True, "msg": f"secrets: cannot write {path}: {NO_PASSWORD}"}
         if not self._task.check_mode:
-            vault_id, secret = self._write_secret(vault, args.get("vault_id"))
+            try:
+                vault_id, secret = self._write_secret(vault, args.get("vault_id"))
+            except AnsibleError as error:
+                return {**result, "failed": True, "msg": f"secrets: cannot write {path}: {error}"}
             text = HEADER + yaml.dump(values, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=1000)
             encrypted = vault.encrypt(text, secret=secret, vault_id=vault_id)
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
