@@ -79,6 +79,16 @@ def failure_messages(result: subprocess.CompletedProcess) -> list[str]:
     return [m.strip() for m in re.findall(r"^\[ERROR\]: Task failed: (?:Action failed: )?(.+)$", text, re.MULTILINE)]
 
 
+def load_filter_plugin(name: str):
+    """Import a filter plugin module of plugins/filter by file name, as Ansible does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "filter" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class Kube:
     """kubectl against one kubeconfig and context."""
 

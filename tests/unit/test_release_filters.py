@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,13 +11,10 @@ import pytest
 import yaml
 
 from tests.charts import render
+from tests.helpers import load_filter_plugin
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = importlib.util.spec_from_file_location(
-    "openpolicy_releases", REPO / "plugins" / "filter" / "openpolicy_releases.py"
-)
-filters = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(filters)
+filters = load_filter_plugin("openpolicy_releases")
 
 CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
 
