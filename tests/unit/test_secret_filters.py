@@ -6,17 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib.util
 import json
 
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_filter_plugin
 
-spec = importlib.util.spec_from_file_location("openpolicy_secrets", REPO / "plugins/filter/openpolicy_secrets.py")
-secrets = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(secrets)
+secrets = load_filter_plugin("openpolicy_secrets")
 
 CATALOG = yaml.safe_load((REPO / "catalog/services.yml").read_text())
 ROLES = {"postgresql_roles": ["openpolicy_owner", "openpolicy_reporting", "replicator"]}
