@@ -130,6 +130,8 @@ class Topology:
             "k8s_cluster_provider": "existing",
             "k8s_cluster_kubeconfig": str(self.kube.kubeconfig),
             "k8s_cluster_context": self.kube.context,
+            # The hosts' addresses moved to loopback, and with them the network they are in.
+            "openpolicy_data_networks": ["127.0.0.1/32"],
         }
         (target / "group_vars" / "all" / "cluster.yml").write_text(yaml.safe_dump(cluster))
         # Until the shared platform-inputs layer (issue 10) gives every environment the catalog's
