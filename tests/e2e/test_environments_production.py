@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.e2e.topology import Topology, running
-from tests.helpers import failure_messages, toolchain_env
+from tests.helpers import REPO, failure_messages, toolchain_env
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +86,12 @@ def test_site_converges_with_pins_and_nothing_generated(topo: Topology) -> None:
         name = d["metadata"]["name"]
         assert d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":" + pins[name]), name
         assert d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] >= 2, name
-    assert len(topo.kube.json("get", "hpa", "-n", NAMESPACE)["items"]) == 9
+    # Autoscaling with the catalog's production bounds.
+    catalog = yaml.safe_load((REPO / "catalog/services.yml").read_text())["services"]
+    bounds = {s["name"]: s["autoscaling"]["production"] for s in catalog if "production" in s.get("autoscaling", {})}
+    hpas = {h["metadata"]["name"]: h["spec"] for h in topo.kube.json("get", "hpa", "-n", NAMESPACE)["items"]}
+    for name, wanted in bounds.items():
+        assert (hpas[name]["minReplicas"], hpas[name]["maxReplicas"]) == (wanted["min"], wanted["max"]), name
     slot = REPLICA.replace("-", "_")
     query = "select r.application_name, r.state, s.ssl from pg_stat_replication r join pg_stat_ssl s on s.pid = r.pid"
     assert topo.sql(PRIMARY, query) == f"{slot}|streaming|t"
