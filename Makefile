@@ -55,8 +55,12 @@ $(LOCAL_VAULT_PASSWORD):
 images: bootstrap ## build the podman host images (Debian 12, plain and systemd), cached by input hash
 	python3 scripts/podman_images.py build
 
+# Progress of site.yml's stages: each task's start and how long the previous one took, a
+# summary per role, the run's total (ansible.posix, pinned in requirements.yml).
+SITE_CALLBACKS := ansible.posix.profile_roles,ansible.posix.timer
+
 up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
-	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	ANSIBLE_CALLBACKS_ENABLED=$(SITE_CALLBACKS) ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 down: $(VAULT_PASSWORD_FILE) ## stop the local environment and remove its state
 	ansible-playbook -i $(INVENTORY) playbooks/teardown_local.yml
@@ -82,7 +86,9 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 test-unit: bootstrap ## pytest: Python units, toolchain, charts and alert rules (no cluster needed)
 	$(PYTEST) -n $(PYTEST_WORKERS) tests/unit tests/charts
 
-test-quick: lint test-unit ## the edit loop: lint, unit and chart tests (no podman, no cluster)
+# Lint and the pytest workers side by side (each prints when it is done): the edit loop.
+test-quick: bootstrap ## the edit loop: lint, unit and chart tests side by side (no podman, no cluster)
+	$(MAKE) --no-print-directory --output-sync=target -j2 lint test-unit
 
 test-molecule: images ## every Molecule scenario, MOLECULE_JOBS at a time; logs in .local/logs/
 	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS))
