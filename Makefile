@@ -110,7 +110,7 @@ $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
 	$(PYTEST) tests/e2e
 
-test: lint test-unit test-molecule test-e2e ## everything CI runs (.ci/run)
+test: test-quick test-molecule test-e2e ## everything CI runs (.ci/run): lint, unit, charts, Molecule, e2e
 
 bench: bootstrap ## benchmarks: print their figures, not part of make test
 	for b in bench/bench_*.py; do python "$$b"; done
