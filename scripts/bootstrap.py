@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -118,6 +119,20 @@ def is_complete(folder: Path) -> bool:
 
 def mark_complete(folder: Path, started: float) -> None:
     (folder / COMPLETE_MARK).write_text(f"built in {time.monotonic() - started:.1f}s\n")
+
+
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """One builder per cache folder: a second bootstrap (another checkout, CI) waits for the
+    first, then finds the folder complete instead of building into it at the same time."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with folder.with_name(f"{folder.name}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another bootstrap that is building {folder.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def link(target: Path, name: Path) -> bool:
@@ -235,20 +250,22 @@ def venv_folder(versions: dict) -> Path:
 
 def step_venv(versions: dict) -> str:
     folder = venv_folder(versions)
-    if not is_complete(folder):
-        started = time.monotonic()
-        shutil.rmtree(folder, ignore_errors=True)
-        count = len(versions["python"])
-        with progress(f"installing {count} Python packages into {folder}", f"installed {folder.name}"):
-            run([sys.executable, "-m", "venv", str(folder)])
-            requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
-            run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *requirements])
-        mark_complete(folder, started)
-        state = "installed"
-    else:
-        state = "cached"
+    with cache_lock(folder):
+        state = "cached" if is_complete(folder) else install_venv(folder, versions)
     link(folder, TOOLCHAIN / "venv")
     return f"{state} {folder.name}"
+
+
+def install_venv(folder: Path, versions: dict) -> str:
+    started = time.monotonic()
+    shutil.rmtree(folder, ignore_errors=True)
+    count = len(versions["python"])
+    with progress(f"installing {count} Python packages into {folder}", f"installed {folder.name}"):
+        run([sys.executable, "-m", "venv", str(folder)])
+        requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
+        run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *requirements])
+    mark_complete(folder, started)
+    return "installed"
 
 
 # --- Ansible collections ------------------------------------------------------------------
@@ -493,31 +510,37 @@ def step_go(versions: dict, tools: list[str] | None = None) -> str:
     if problem:
         raise BootstrapError(problem)
     report = []
-    for name, (builder, binaries) in GO_TOOLS.items():
+    for name, (_, binaries) in GO_TOOLS.items():
         if tools and name not in tools:
             continue
         folder = go_tool_dir(name, versions)
-        if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
-            report.append(f"{folder.name} cached")
-        else:
-            started = time.monotonic()
-            version = versions["go"][GO_TOOL_KEYS[name]]
-            (folder / COMPLETE_MARK).unlink(missing_ok=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            with progress(
-                f"building {name} {version} ({', '.join(binaries)}) from the Go module proxy",
-                f"built {name} {version}",
-            ):
-                builder(folder, versions)
-            missing = [b for b in binaries if not (folder / "bin" / b).is_file()]
-            if missing:
-                raise BootstrapError(f"{folder.name}: build left no {', '.join(missing)}")
-            shutil.rmtree(folder / "src", ignore_errors=True)
-            mark_complete(folder, started)
-            report.append(f"{folder.name} built in {duration(time.monotonic() - started)}")
+        with cache_lock(folder):
+            report.append(build_go_tool(name, folder, versions))
         for binary in binaries:
             link(folder / "bin" / binary, TOOLCHAIN / "bin" / binary)
     return "; ".join(report)
+
+
+def build_go_tool(name: str, folder: Path, versions: dict) -> str:
+    """Build one Go program into its cache folder unless it is there (call under cache_lock)."""
+    builder, binaries = GO_TOOLS[name]
+    if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
+        return f"{folder.name} cached"
+    started = time.monotonic()
+    version = versions["go"][GO_TOOL_KEYS[name]]
+    (folder / COMPLETE_MARK).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with progress(
+        f"building {name} {version} ({', '.join(binaries)}) from the Go module proxy",
+        f"built {name} {version}",
+    ):
+        builder(folder, versions)
+    missing = [b for b in binaries if not (folder / "bin" / b).is_file()]
+    if missing:
+        raise BootstrapError(f"{folder.name}: build left no {', '.join(missing)}")
+    shutil.rmtree(folder / "src", ignore_errors=True)
+    mark_complete(folder, started)
+    return f"{folder.name} built in {duration(time.monotonic() - started)}"
 
 
 # Go modules the tests read files from (schemas, CRDs): versions.toml [go] key -> module path.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -260,3 +261,21 @@ def test_a_long_step_says_what_it_does_and_how_long_it_took(capsys, monkeypatch)
     assert lines[0] == "bootstrap: building helm v4.3.1 ..."
     assert any(line.startswith("bootstrap: still building helm v4.3.1 (0.") for line in lines[1:-1])
     assert lines[-1].startswith("bootstrap: built helm v4.3.1 in 0.")
+
+
+def test_a_second_bootstrap_waits_for_the_one_building_the_same_folder(tmp_path, capsys):
+    folder = tmp_path / "helm-v4.3.1"
+    order = []
+
+    def second() -> None:
+        with bootstrap.cache_lock(folder):
+            order.append("second builds or finds it built")
+
+    with bootstrap.cache_lock(folder):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join()
+    assert order == ["first done", "second builds or finds it built"]
+    assert "waiting for another bootstrap that is building helm-v4.3.1" in capsys.readouterr().out
