@@ -72,8 +72,8 @@ status: ## show the local environment: cluster, nodes, podman hosts
 lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
-	ruff check scripts tests bench plugins
-	ruff format --check scripts tests bench plugins
+	ruff check scripts tests bench plugins roles/*/files
+	ruff format --check scripts tests bench plugins roles/*/files
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with
 	# each ci/*-values.yaml: their defaults leave required values (image, service) empty on purpose.
 	for chart in charts/*/; do \
