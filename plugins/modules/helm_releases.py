@@ -94,7 +94,9 @@ def main() -> None:
             module.fail_json(msg=f"helm {args[0]}: {' '.join(err.split())}", rc=rc)
         return json.loads(out or "null")
 
-    listing = helm("list", "--all", "--output", "json") or []
+    # Helm 4 has no --all: without a state flag, `helm list` shows the releases of every state
+    # (failed and pending included).
+    listing = helm("list", "--output", "json") or []
     wanted = set(params["names"])
     names = sorted(
         item["name"]
