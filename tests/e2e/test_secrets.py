@@ -254,7 +254,10 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(senv: SecretsEnv, deplo
     else:
         absent = tmp_path / "production-vault.yml"
         result = senv.run(
-            "preflight.yml", inventory=REPO / "inventories" / "production", secrets_vault_file=str(absent)
+            "preflight.yml",
+            inventory=REPO / "inventories" / "production",
+            secrets_vault_file=str(absent),
+            confirm="production",  # the operator's own command: confirmed, but the secrets are missing
         )
         expected = "secrets: required and absent from"
         assert not absent.exists()
