@@ -56,6 +56,7 @@ status: ## show the local environment: cluster, nodes, podman hosts
 lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
+	actionlint
 	ruff check scripts tests bench plugins
 	ruff format --check scripts tests bench plugins
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with
