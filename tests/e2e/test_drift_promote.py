@@ -31,13 +31,17 @@ PINS = REPO / "inventories" / "production" / "group_vars" / "all" / "services.ym
 STAGING_VERSIONS = {**dict.fromkeys(SERVICES, "1.4.2"), "auth-service": "1.5.0", "policy-service": "1.4.3"}
 
 
-@pytest.fixture(scope="module")
-def local(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
-    env = DeployEnv(kube, cluster_vars, "openpolicy-e2e-drift", tmp_path_factory.mktemp("drift"))
+def deployed(env: DeployEnv):
+    """A module's environment: deployed first, removed at the end."""
     result = env.deploy()
     assert result.returncode == 0, output(result)
     yield env
     env.remove()
+
+
+@pytest.fixture(scope="module")
+def local(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
+    yield from deployed(DeployEnv(kube, cluster_vars, "openpolicy-e2e-drift", tmp_path_factory.mktemp("drift")))
 
 
 def drift(env: DeployEnv, report: Path, **extra):
@@ -92,11 +96,7 @@ class StagingEnv(DeployEnv):
 
 @pytest.fixture(scope="module")
 def staging(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
-    env = StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging"))
-    result = env.deploy()
-    assert result.returncode == 0, output(result)
-    yield env
-    env.remove()
+    yield from deployed(StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging")))
 
 
 @pytest.fixture
