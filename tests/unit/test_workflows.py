@@ -115,11 +115,15 @@ def make_targets() -> set[str]:
 
 
 def accepted_extra_vars(playbook: Path) -> set[str]:
-    """Options of every role's argument specs, and the `-e name=` the playbook's comments document."""
+    """Options of every role's argument specs, the operator's names that role defaults or playbooks
+    map to role variables (`{{ confirm | default('') }}`: the shared preflight reads them on every
+    run), and the `-e name=` the playbook's comments document."""
     names = set()
     for spec in (REPO / "roles").glob("*/meta/argument_specs.yml"):
         for entry in (load(spec).get("argument_specs") or {}).values():
             names |= set((entry or {}).get("options") or {})
+    for mapping in [*(REPO / "roles").glob("*/defaults/main.yml"), *(REPO / "playbooks").glob("*.yml")]:
+        names |= set(re.findall(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\|\s*default\(", mapping.read_text()))
     comments = "\n".join(line for line in playbook.read_text().splitlines() if line.lstrip().startswith("#"))
     return names | set(re.findall(r"-e ([a-z_][a-z0-9_]*)=", comments))
 
