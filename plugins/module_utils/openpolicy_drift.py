@@ -36,7 +36,7 @@ _KIND_NAMES = {
     "Ingress",
 }
 # Values a deploy sets from the live Secret (compared as a Secret, not as a value).
-SECRET_CHECKSUM_KEY = "secretChecksum"
+SECRET_CHECKSUM_KEY = "secretChecksum"  # pragma: allowlist secret
 HEALTHY_STATUS = "deployed"
 
 

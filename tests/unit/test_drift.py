@@ -18,7 +18,7 @@ VALUES = {
     "image": {"repository": "ghcr.io/openpolicy/auth-service", "tag": "1.4.2"},
     "replicaCount": 2,
     "config": {"LOG_LEVEL": "info"},
-    "existingSecret": "auth-service-secrets",
+    "existingSecret": "auth-service-secrets",  # pragma: allowlist secret
     "secretChecksum": "abc",
 }
 MANIFEST = """---
@@ -101,7 +101,9 @@ def test_a_release_upgraded_outside_the_toolkit_names_version_and_chart():
 def test_an_edited_secret_is_named_once():
     """The Secret's checksum is compared with the release's, not reported as a changed value."""
     result = report(
-        state(), checksums={"auth-service": "edited"}, desired={"auth-service": {**VALUES, "secretChecksum": "edited"}}
+        state(),
+        checksums={"auth-service": "edited"},
+        desired={"auth-service": {**VALUES, drift.SECRET_CHECKSUM_KEY: "edited"}},  # pragma: allowlist secret
     )
     assert messages(result) == [
         "Secret/auth-service-secrets: edited outside the toolkit (not release auth-service's secretChecksum)"
