@@ -246,12 +246,13 @@ def test_every_deploy_and_promotion_waits_for_its_scan_and_approval():
 
 
 def test_restore_inputs_use_the_roles_patterns():
-    """The workflow's checks are the playbook's: same patterns as roles/pgbackrest."""
+    """The workflow's checks are the playbook's: same patterns as roles/pgbackrest. The role ends
+    them with Python's \\Z (no trailing newline), which bash's =~ spells $."""
     script = load(WORKFLOW_DIR / "restore.yml")["jobs"]["inputs"]["steps"][0]["run"]
     validate = (REPO / "roles" / "pgbackrest" / "tasks" / "validate.yml").read_text()
     variables = load(REPO / "roles" / "pgbackrest" / "vars" / "main.yml")
-    backup_set = re.search(r"^backup_set='(.+)'$", script, re.MULTILINE)[1]
-    target_time = re.search(r"^target_time='(.+)'$", script, re.MULTILINE)[1]
+    backup_set = re.search(r"^backup_set='(.+)'$", script, re.MULTILINE)[1].removesuffix("$") + "\\Z"
+    target_time = re.search(r"^target_time='(.+)'$", script, re.MULTILINE)[1].removesuffix("$") + "\\Z"
     assert f"match('{backup_set}')" in validate
     assert target_time == variables["__pgbackrest_target_time_pattern"]
 
