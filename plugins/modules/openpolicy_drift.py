@@ -40,7 +40,11 @@ import json  # noqa: E402 (Ansible reads DOCUMENTATION first)
 import subprocess  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.openpolicy_drift import LIVE_KINDS, drift_report, manifest_objects  # noqa: E402
+from ansible_collections.openpolicy.deploy.plugins.module_utils.openpolicy_drift import (  # noqa: E402
+    LIVE_KINDS,
+    drift_report,
+    manifest_objects,
+)
 
 
 def _run(module: AnsibleModule, argv: list[str]) -> str:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import openpolicy_drift as drift
 
 from tests.helpers import REPO
-
-_SPEC = importlib.util.spec_from_file_location("openpolicy_drift", REPO / "plugins/module_utils/openpolicy_drift.py")
-drift = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(drift)
 
 CONTEXT = {"environment": "staging", "namespace": "openpolicy-staging", "chart_name": "openpolicy-service"}
 VALUES = {
