@@ -233,6 +233,27 @@ def secret_differences(name: str, release: dict | None, secret_checksums: dict) 
     return []
 
 
+def with_live_replicas(plan: dict, deployments: list[dict]) -> dict:
+    """The deploy's plan with every release marked changed whose Deployment runs other replicas
+    than its values set (scaled by hand; only without an autoscaler, which owns them then), so
+    that the deploy upgrades it and Helm puts the replicas back."""
+    live = {
+        (item.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/instance"): item
+        for item in deployments or []
+    }
+    out = {}
+    for service, entry in plan.items():
+        values = entry.get("values") or {}
+        current = live.get(service)
+        scaled = (
+            current is not None
+            and not (values.get("autoscaling") or {}).get("enabled", False)
+            and (current.get("spec") or {}).get("replicas") != values.get("replicaCount", 1)
+        )
+        out[service] = {**entry, "changed": True} if scaled else entry
+    return out
+
+
 def unready(live_items: list[dict]) -> list[dict]:
     """The Deployments whose Ready or updated replicas fall short of what they ask for."""
     out = []

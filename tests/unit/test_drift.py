@@ -189,3 +189,26 @@ def test_promotion_inputs(source: str, target: str, error: str | None):
         assert errors == []
     else:
         assert errors and errors[0].startswith(error), errors
+
+
+def _deployment(service: str, replicas: int) -> dict:
+    return {
+        "metadata": {"name": service, "labels": {"app.kubernetes.io/instance": service}},
+        "spec": {"replicas": replicas},
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "live", "changed"),
+    [
+        ({"replicaCount": 1, "autoscaling": {"enabled": False}}, 3, True),
+        ({"replicaCount": 1, "autoscaling": {"enabled": False}}, 1, False),
+        ({"replicaCount": 2, "autoscaling": {"enabled": True}}, 5, False),
+        ({"replicaCount": 1}, None, False),
+    ],
+    ids=["scaled by hand", "as set", "the autoscaler's", "not installed"],
+)
+def test_a_deployment_scaled_by_hand_makes_its_release_change(values, live, changed):
+    plan = {"health-service": {"tier": "core", "values": values, "changed": False}}
+    deployments = [] if live is None else [_deployment("health-service", live)]
+    assert drift.with_live_replicas(plan, deployments)["health-service"]["changed"] is changed
