@@ -236,7 +236,8 @@ def secret_differences(name: str, release: dict | None, secret_checksums: dict) 
 def with_live_replicas(plan: dict, deployments: list[dict]) -> dict:
     """The deploy's plan with every release marked changed whose Deployment runs other replicas
     than its values set (scaled by hand; only without an autoscaler, which owns them then), so
-    that the deploy upgrades it and Helm puts the replicas back."""
+    that the deploy runs it; ``rescale`` tells it to scale the Deployment back (Helm would find
+    nothing to upgrade when the values are unchanged)."""
     live = {
         (item.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/instance"): item
         for item in deployments or []
@@ -250,7 +251,7 @@ def with_live_replicas(plan: dict, deployments: list[dict]) -> dict:
             and not (values.get("autoscaling") or {}).get("enabled", False)
             and (current.get("spec") or {}).get("replicas") != values.get("replicaCount", 1)
         )
-        out[service] = {**entry, "changed": True} if scaled else entry
+        out[service] = {**entry, "changed": True, "rescale": True} if scaled else entry
     return out
 
 

@@ -211,4 +211,5 @@ def _deployment(service: str, replicas: int) -> dict:
 def test_a_deployment_scaled_by_hand_makes_its_release_change(values, live, changed):
     plan = {"health-service": {"tier": "core", "values": values, "changed": False}}
     deployments = [] if live is None else [_deployment("health-service", live)]
-    assert drift.with_live_replicas(plan, deployments)["health-service"]["changed"] is changed
+    entry = drift.with_live_replicas(plan, deployments)["health-service"]
+    assert entry["changed"] is changed and entry.get("rescale", False) is changed
