@@ -72,6 +72,7 @@ status: ## show the local environment: cluster, nodes, podman hosts
 lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
+	actionlint
 	ruff check scripts tests bench plugins roles/*/files
 	ruff format --check scripts tests bench plugins roles/*/files
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with

@@ -421,18 +421,24 @@ def build_etcd(folder: Path, versions: dict) -> None:
     run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(folder / "bin" / "etcd"), "."], cwd=src, env=env)
 
 
-def build_helm(folder: Path, versions: dict) -> None:
-    version = versions["go"]["helm"]
+def go_install(folder: Path, package: str, version: str, version_var: str) -> None:
+    """`go install package@version` into folder/bin, with the version stamped into version_var."""
     run(
-        [
-            "go",
-            "install",
-            "-trimpath",
-            "-ldflags",
-            f"-s -w -X helm.sh/helm/v4/internal/version.version={version}",
-            f"helm.sh/helm/v4/cmd/helm@{version}",
-        ],
+        ["go", "install", "-trimpath", "-ldflags", f"-s -w -X {version_var}={version}", f"{package}@{version}"],
         env=go_env(folder),
+    )
+
+
+def build_helm(folder: Path, versions: dict) -> None:
+    go_install(folder, "helm.sh/helm/v4/cmd/helm", versions["go"]["helm"], "helm.sh/helm/v4/internal/version.version")
+
+
+def build_actionlint(folder: Path, versions: dict) -> None:
+    go_install(
+        folder,
+        "github.com/rhysd/actionlint/cmd/actionlint",
+        versions["go"]["actionlint"],
+        "github.com/rhysd/actionlint.version",
     )
 
 
@@ -502,6 +508,7 @@ GO_TOOLS: dict[str, tuple[Callable[[Path, dict], None], list[str]]] = {
     "helm": (build_helm, ["helm"]),
     "kwok": (build_kwok, ["kwok", "kwokctl"]),
     "metrics-server": (build_metrics_server, ["metrics-server"]),
+    "actionlint": (build_actionlint, ["actionlint"]),
 }
 
 

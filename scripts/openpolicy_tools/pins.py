@@ -44,6 +44,7 @@ GO_TOOL_KEYS = {
     "helm": "helm",
     "kwok": "kwok",
     "metrics-server": "metrics_server",
+    "actionlint": "actionlint",
 }
 
 

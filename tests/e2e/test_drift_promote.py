@@ -1,0 +1,162 @@
+"""drift.yml and promote.yml on the session's cluster.
+
+Drift: the local environment deployed in a namespace, then changed outside the toolkit the way
+operators do (a Deployment scaled by hand, a release upgraded with plain helm, a Secret
+edited): the check names each and fails; after deploy.yml it passes.
+
+Promotion: "staging" is a namespace deployed with inventories/staging itself, overlaid only
+where the local cluster differs from staging's (provider existing with the session cluster's
+kubeconfig, a namespace of its own, no monitoring CRDs here); the production pins are written
+to a copy of inventories/production's services.yml. The tests of each module build on each
+other in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.deploy_env import SERVICES, DeployEnv, failure_messages, output
+from tests.helpers import REPO, Kube
+
+pytestmark = pytest.mark.cluster
+
+CHART = str(REPO / "charts" / "openpolicy-service")
+PINS = REPO / "inventories" / "production" / "group_vars" / "all" / "services.yml"
+# What staging proves before production: two services ahead of production's 1.4.2.
+STAGING_VERSIONS = {**dict.fromkeys(SERVICES, "1.4.2"), "auth-service": "1.5.0", "policy-service": "1.4.3"}
+
+
+def deployed(env: DeployEnv):
+    """A module's environment: deployed first, removed at the end."""
+    result = env.deploy()
+    assert result.returncode == 0, output(result)
+    yield env
+    env.remove()
+
+
+@pytest.fixture(scope="module")
+def local(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
+    yield from deployed(DeployEnv(kube, cluster_vars, "openpolicy-e2e-drift", tmp_path_factory.mktemp("drift")))
+
+
+def drift(env: DeployEnv, report: Path, **extra):
+    result = env.playbook("drift.yml", release_drift_report_file=str(report), **extra)
+    return result, json.loads(report.read_text()) if report.exists() else None
+
+
+def test_drift_names_every_change_made_outside_the_toolkit(local: DeployEnv, tmp_path: Path):
+    ns = local.namespace
+    local.kube.run("scale", "deployment", "health-service", "--replicas=3", "-n", ns)
+    upgrade = local.helm("upgrade", "auth-service", CHART, "-n", ns, "--reuse-values", "--set", "image.tag=1.5.0")
+    assert upgrade.returncode == 0, upgrade.stderr
+    local.kube.run("patch", "secret", "config-service-secrets", "-n", ns, "-p", '{"stringData": {"edited": "by hand"}}')
+
+    result, report = drift(local, tmp_path / "drift.json")
+    assert result.returncode != 0
+    message = failure_messages(result)[-1]
+    assert message.startswith(f"drift in {ns}: "), output(result)
+    for expected in (
+        "Deployment/health-service: 3 replicas, release health-service sets 1",
+        "release auth-service: values differ from the inventory: image.tag 1.5.0 (inventory 1.4.2)",
+        "Deployment/auth-service: image ghcr.io/openpolicy/auth-service:1.5.0",
+        "Secret/config-service-secrets: edited outside the toolkit",
+    ):
+        assert expected in message, message
+    names = {d["name"] for d in report["differences"]}
+    assert {"Deployment/health-service", "auth-service", "Secret/config-service-secrets"} <= names
+    assert report["environment"] == "local" and report["namespace"] == ns
+
+
+def test_after_a_deploy_nothing_differs(local: DeployEnv, tmp_path: Path):
+    result = local.deploy()
+    assert result.returncode == 0, output(result)
+    # The upgraded release and the edited Secret come back, and the Deployment scaled by hand in
+    # an unchanged release counts as a change of its release (roles/service_releases, plan).
+    result, report = drift(local, tmp_path / "drift.json")
+    assert result.returncode == 0, output(result)
+    assert report["differences"] == [] and len(report["live"]) == len(SERVICES)
+    assert f"no drift in {local.namespace}: {len(SERVICES)} releases equal the inventory" in result.stdout
+
+
+class StagingEnv(DeployEnv):
+    """inventories/staging against the session's cluster, reached as an existing cluster."""
+
+    def playbook(self, name: str, *args: str, inventory: str = "inventories/staging", **extra):
+        overlay = {
+            "k8s_cluster_provider": "existing",
+            "k8s_cluster_context": f"kwok-{self.cluster_vars['k8s_cluster_name']}",
+            "service_releases_monitoring": False,
+            "service_releases_versions": STAGING_VERSIONS,
+        }
+        return super().playbook(name, *args, inventory=inventory, **{**overlay, **extra})
+
+
+@pytest.fixture(scope="module")
+def staging(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
+    yield from deployed(StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging")))
+
+
+@pytest.fixture
+def pins(tmp_path: Path) -> Path:
+    copy = tmp_path / "services.yml"
+    shutil.copyfile(PINS, copy)
+    return copy
+
+
+def promote(env: DeployEnv, pins: Path, **extra):
+    return env.playbook(
+        "promote.yml", **{"from": "staging", "to": "production", "release_promotion_pins_file": str(pins), **extra}
+    )
+
+
+def test_promotion_writes_staging_live_versions(staging: DeployEnv, pins: Path):
+    original = pins.read_text()
+    result = promote(staging, pins)
+    assert result.returncode == 0, output(result)
+    live = {name: staging.image_tag(name) for name in SERVICES}
+    assert live == STAGING_VERSIONS
+    written = yaml.safe_load(pins.read_text())
+    assert written["service_releases_versions"] == live
+    # Only the pins changed: the rest of production's file is as it was.
+    untouched = {k: v for k, v in yaml.safe_load(original).items() if k != "service_releases_versions"}
+    assert {k: v for k, v in written.items() if k != "service_releases_versions"} == untouched
+    again = promote(staging, pins)
+    assert again.returncode == 0 and "already pins" in again.stdout, output(again)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"from": "qa"}, "from: unknown environment 'qa'; expected one of local, dev, staging, production"),
+        ({"to": "staging"}, "to: expected another environment than from (staging)"),
+        ({"from": ""}, "from: missing; run promote.yml -e from=<environment> -e to=<environment>"),
+    ],
+    ids=["unknown-from", "same-environment", "missing-from"],
+)
+def test_bad_promotion_input_fails_in_one_line(staging: DeployEnv, pins: Path, extra: dict, expected: str):
+    before = staging.snapshot()
+    result = promote(staging, pins, **extra)
+    assert result.returncode != 0
+    messages = failure_messages(result)
+    assert len(messages) == 1 and messages[0].startswith(expected), output(result)
+    assert pins.read_text() == PINS.read_text() and staging.snapshot() == before
+
+
+def test_promotion_is_refused_when_a_staging_release_failed(staging: DeployEnv, pins: Path):
+    failed = staging.helm(
+        "upgrade", "search-service", CHART, "-n", staging.namespace, "--reuse-values",
+        "--set", "podLabels.openpolicy\\.dev/simulate=crashloop", "--wait=watcher", "--timeout", "15s",
+    )  # fmt: skip
+    assert failed.returncode != 0
+    result = promote(staging, pins)
+    assert result.returncode != 0
+    message = failure_messages(result)[-1]
+    assert message.startswith("promote: staging's live set is not healthy: release search-service: status failed"), (
+        output(result)
+    )
+    assert pins.read_text() == PINS.read_text()
