@@ -100,7 +100,10 @@ class MonitoringEnv:
 
     def down(self) -> None:
         subprocess.run(
-            ["podman", "rm", "--force", "--time", "5", *HOSTS.values()], env=toolchain_env(), capture_output=True, check=False
+            ["podman", "rm", "--force", "--time", "5", *HOSTS.values()],
+            env=toolchain_env(),
+            capture_output=True,
+            check=False,
         )
 
     @staticmethod
@@ -114,7 +117,7 @@ class MonitoringEnv:
         url = f"http://127.0.0.1:{port}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=10) as response:
             return json.load(response)
 
     def query(self, expr: str) -> list[dict]:
@@ -137,7 +140,9 @@ class MonitoringEnv:
             "import pathlib,sys,json\n"
             "out={n:0 for n in sys.argv[1:]}\n"
             "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
-            "    try: name=(p/'cmdline').read_bytes().split(b'\\0')[0].decode().rsplit('/',1)[-1]; status=(p/'status').read_text()\n"
+            "    try:\n"
+            "        name=(p/'cmdline').read_bytes().split(b'\\0')[0].decode().rsplit('/',1)[-1]\n"
+            "        status=(p/'status').read_text()\n"
             "    except OSError: continue\n"
             "    if name in out:\n"
             "        out[name]+=int(next((l.split()[1] for l in status.splitlines() if l.startswith('VmRSS:')),0))\n"

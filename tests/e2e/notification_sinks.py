@@ -46,7 +46,7 @@ class Sinks:
             def log_message(self, *args) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 try:
                     body = json.loads(raw)
@@ -134,7 +134,9 @@ class Sinks:
                 if not (payload.get("summary") and payload.get("source")):
                     raise ValueError("pagerduty: payload needs summary and source")
                 if payload.get("severity") not in PAGERDUTY_SEVERITIES:
-                    raise ValueError(f"pagerduty: severity {payload.get('severity')!r} is not one of {PAGERDUTY_SEVERITIES}")
+                    raise ValueError(
+                        f"pagerduty: severity {payload.get('severity')!r} is not one of {PAGERDUTY_SEVERITIES}"
+                    )
             reply = json.dumps({"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]})
             return "pagerduty", reply.encode(), 202
         if path == "/webhook":

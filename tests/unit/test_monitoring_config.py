@@ -101,7 +101,9 @@ def test_amtool_accepts_the_configuration_of(env: str, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize(("env", "labels", "receivers"), [(e, lab, r) for e, cases in ROUTES.items() for lab, r in cases])
+@pytest.mark.parametrize(
+    ("env", "labels", "receivers"), [(e, lab, r) for e, cases in ROUTES.items() for lab, r in cases]
+)
 def test_amtool_routes(env: str, labels: dict, receivers: str, tmp_path: Path) -> None:
     args = [f"{k}={v}" for k, v in {"alertname": "OpenPolicyPostgresqlDown", "instance": "db1", **labels}.items()]
     run = subprocess.run(
@@ -136,7 +138,8 @@ def test_secrets_stay_out_of_the_problems() -> None:
         (lambda s: s["receivers"][0].update(routing_key=""),
          "alertmanager_receivers[pagerduty-oncall].routing_key: missing; put it in the vault (ansible-vault edit)"),
         (lambda s: s["routes"].append({"receiver": "nobody", "matchers": []}),
-         "alertmanager_routes[4].receiver: unknown receiver 'nobody' (known: pagerduty-oncall, slack-production, email-ops)"),
+         "alertmanager_routes[4].receiver: unknown receiver 'nobody'"
+         " (known: pagerduty-oncall, slack-production, email-ops)"),
         (lambda s: s["receivers"][2].update(to="ops-at-example"),
          "alertmanager_receivers[email-ops].to: expected e-mail addresses (name@domain), got ops-at-example"),
         (lambda s: s["receivers"][0].update(url="events.pagerduty.com"),
@@ -197,7 +200,9 @@ def metric_names(expr: str) -> set[str]:
 def test_service_dashboard_reads_the_metrics_the_service_alerts_read() -> None:
     rules = yaml.safe_load((REPO / "monitoring" / "rules" / "services.yml").read_text())
     alert_metrics = set().union(*(metric_names(r["expr"]) for g in rules["groups"] for r in g["rules"]))
-    used = set().union(*(metric_names(e) for e in dashboard_queries(REPO / "monitoring/dashboards/openpolicy-service.json")))
+    used = set().union(
+        *(metric_names(e) for e in dashboard_queries(REPO / "monitoring/dashboards/openpolicy-service.json"))
+    )
     assert used and used <= alert_metrics | {"up"}, used - alert_metrics
 
 

@@ -83,7 +83,10 @@ def alertmanager_problems(settings: dict) -> list[str]:
     for index, receiver in enumerate(receivers):
         name = str(receiver.get("name") or "")
         if not NAME.match(name):
-            out.append(f"alertmanager_receivers[{index}].name: expected lowercase letters, digits, '-', '_' or '.', got {name!r}")
+            out.append(
+                f"alertmanager_receivers[{index}].name: expected lowercase letters, digits, '-', '_' or '.',"
+                f" got {name!r}"
+            )
         elif name in names:
             out.append(f"alertmanager_receivers[{name}].name: defined twice")
         names.append(name)
@@ -96,10 +99,14 @@ def alertmanager_problems(settings: dict) -> list[str]:
         out.append(f"alertmanager_default_receiver: unknown receiver {default!r} (known: {known})")
     for index, route in enumerate(settings.get("routes") or []):
         if route.get("receiver") not in names:
-            out.append(f"alertmanager_routes[{index}].receiver: unknown receiver {route.get('receiver')!r} (known: {known})")
+            out.append(
+                f"alertmanager_routes[{index}].receiver: unknown receiver {route.get('receiver')!r} (known: {known})"
+            )
         for matcher in route.get("matchers") or []:
             if not MATCHER.match(str(matcher)):
-                out.append(f'alertmanager_routes[{index}].matchers: expected label="value" (=, !=, =~, !~), got {matcher!r}')
+                out.append(
+                    f'alertmanager_routes[{index}].matchers: expected label="value" (=, !=, =~, !~), got {matcher!r}'
+                )
     for key in ("group_wait", "group_interval", "repeat_interval"):
         if not DURATION.match(str(settings.get(key, ""))):
             out.append(f"alertmanager_{key}: expected a duration such as 30s, 5m or 4h, got {settings.get(key)!r}")
@@ -150,7 +157,11 @@ def alertmanager_config(settings: dict) -> dict:
         "group_interval": settings["group_interval"],
         "repeat_interval": settings["repeat_interval"],
         "routes": [
-            {"receiver": r["receiver"], "matchers": list(r.get("matchers") or []), "continue": bool(r.get("continue", False))}
+            {
+                "receiver": r["receiver"],
+                "matchers": list(r.get("matchers") or []),
+                "continue": bool(r.get("continue", False)),
+            }
             for r in settings.get("routes") or []
         ],
     }
