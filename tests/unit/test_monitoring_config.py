@@ -43,7 +43,7 @@ ROUTES = {
 
 
 def load_filter():
-    path = REPO / "roles" / "alertmanager" / "filter_plugins" / "openpolicy_alertmanager.py"
+    path = REPO / "plugins" / "filter" / "openpolicy_alertmanager.py"
     spec = importlib.util.spec_from_file_location("openpolicy_alertmanager", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
