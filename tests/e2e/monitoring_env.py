@@ -21,6 +21,8 @@ from tests.helpers import REPO, test_vault_password, toolchain_env
 
 PREFIX = "openpolicy-e2e-mon"
 HOSTS = {"db": f"{PREFIX}-db1", "backup": f"{PREFIX}-backup1", "monitoring": f"{PREFIX}-monitoring1"}
+# SSH ports of those hosts, clear of the local inventory's (52201-52203) and the other e2e modules'.
+SSH_PORTS = {"52201": "52221", "52202": "52222", "52203": "52223"}
 PROMETHEUS_PORT = 59890
 ALERTMANAGER_PORT = 59893
 SINK_HTTP_PORT = 59895
@@ -82,6 +84,8 @@ class MonitoringEnv:
         text = hosts.read_text()
         for group, name in HOSTS.items():
             text = text.replace(f"openpolicy-local-{group}1", name)
+        for local, own in SSH_PORTS.items():
+            text = text.replace(f"ansible_port: {local}", f"ansible_port: {own}")
         hosts.write_text(text)
         (self.inventory / "group_vars" / "all" / "zz_e2e_monitoring.yml").write_text(
             "---\n# The e2e overlay of tests/e2e/monitoring_env.py.\n" + yaml.safe_dump(OVERLAY, sort_keys=False)
