@@ -48,7 +48,9 @@ def test_second_run_changes_nothing(menv: MonitoringEnv) -> None:
     again = menv.play("provision_monitoring.yml")
     assert again.returncode == 0, again.stdout[-4000:]
     changed = {host: counts["changed"] for host, counts in recap(again).items() if counts["changed"]}
-    assert changed == {}, again.stdout[-4000:]
+    lines = again.stdout.splitlines()
+    tasks = [f"{lines[i - 1]} {line}" for i, line in enumerate(lines) if line.startswith("changed:")]
+    assert changed == {}, "\n".join(tasks) or again.stdout[-4000:]
 
 
 def test_every_scrape_target_is_up(menv: MonitoringEnv) -> None:
