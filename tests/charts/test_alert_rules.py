@@ -23,6 +23,17 @@ REQUIRED = {
     "OpenPolicyDatabaseConnectionsNearLimit",
     "OpenPolicyBackupStale",
     "OpenPolicyBackupFailed",
+    # issue 12: what the hosts' exporters watch
+    "OpenPolicyHostDown",
+    "OpenPolicyTargetDown",
+    "OpenPolicyRedisDown",
+    "OpenPolicyRedisMemoryHigh",
+    "OpenPolicyDiskFilling",
+    "OpenPolicyPostgresqlDown",
+    "OpenPolicyReplicationLagHigh",
+    "OpenPolicyReplicaGone",
+    "OpenPolicyCertificateExpiringSoon",
+    "OpenPolicyWalArchivingFailing",
 }
 
 
@@ -83,6 +94,17 @@ def test_every_alert_has_severity_summary_and_runbook() -> None:
     for name, rule in all_alerts().items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
         assert {"summary", "description", "runbook"} <= set(rule["annotations"]), name
+
+
+def test_every_runbook_url_is_a_runbook_that_exists() -> None:
+    for name, rule in all_alerts().items():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("docs/runbooks/"), name
+        assert (render.ROOT / url).is_file(), f"{name}: {url} does not exist"
+
+
+def test_disk_filling_predicts_the_trend() -> None:
+    assert "predict_linear(" in all_alerts()["OpenPolicyDiskFilling"]["expr"]
 
 
 def test_thresholds_are_the_catalog_slos() -> None:

@@ -33,6 +33,14 @@ ALLOWED = {
     ("pgbackrest", "host_baseline_textfile_dir"): "same host: node_exporter's textfile directory the baseline made",
     ("pgbackrest", "host_baseline_group"): "same host: the ops group the baseline made, owner of that directory",
     ("secrets", "secrets_checksums"): "its own output fact (secrets_ is its prefix)",
+    ("node_exporter", "host_baseline_textfile_dir"): "same host: the textfile directory the baseline made",
+    ("postgres_exporter", "postgresql_advertise_address"): "same db host: the server it reads statistics from",
+    ("postgres_exporter", "postgresql_port"): "same db host: the port of that server",
+    ("postgres_exporter", "postgresql_database"): "same db host: the database it connects to",
+    ("postgres_exporter", "postgresql_replica_of"): "same db host: a replica gets its login role from the primary",
+    ("redis_exporter", "redis_port"): "same db host: the Redis it reads statistics from",
+    ("prometheus", "alertmanager_listen_address"): "same monitoring host: the Alertmanager it sends alerts to",
+    ("prometheus", "alertmanager_port"): "same monitoring host: the port of that Alertmanager",
 }
 # Paths outside the role: `..` through role_path, the playbook's or the repository's folders.
 OUTSIDE = re.compile(r"role_path\s*(?:\}\}\s*)?[~+]?\s*['\"]?/\.\.|\.\./|playbook_dir")

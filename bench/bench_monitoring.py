@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Monitoring figures, in one run, on the environment of tests/e2e/monitoring_env.py (podman db,
+backup and monitoring hosts provisioned by the toolkit's playbooks, receivers pointed at local
+stand-ins):
+
+- fault to notification: PostgreSQL stopped on the db host until the PagerDuty stand-in receives
+  the trigger of OpenPolicyPostgresqlDown (and start to the resolve), with the scrape and
+  evaluation intervals, the rule's `for` and Alertmanager's group_wait used; the ratio is against
+  the least any Prometheus could do with those settings (for + one evaluation + group_wait);
+- the monitoring host's resident memory (Prometheus, Alertmanager, journal-remote, node_exporter)
+  with every target scraped, against Prometheus alone.
+
+Writes bench/results/monitoring.json. Not part of `make test` (no timing is asserted).
+
+    python bench/bench_monitoring.py [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.monitoring_env import INTERVALS, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv  # noqa: E402
+from tests.e2e.notification_sinks import Sinks, mentions  # noqa: E402
+
+ALERT = "OpenPolicyPostgresqlDown"
+
+
+def seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in ("ms", "s", "m", "h"):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * units[unit]
+    raise ValueError(duration)
+
+
+def rule_for(name: str) -> str:
+    import yaml
+
+    for path in (REPO / "monitoring" / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == name:
+                    return rule.get("for", "0s")
+    raise KeyError(name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave the hosts running")
+    args = parser.parse_args()
+    sinks = Sinks(SINK_HTTP_PORT, SINK_SMTP_PORT)
+    env = MonitoringEnv(Path(tempfile.mkdtemp(prefix="bench-monitoring-")))
+    try:
+        env.down()
+        started = time.time()
+        up = env.up()
+        if up.returncode != 0:
+            print(up.stdout[-4000:], up.stderr[-2000:], file=sys.stderr)
+            return 1
+        provision = time.time() - started
+        env.wait(lambda: all(t["health"] == "up" for t in env.api("/api/v1/targets")["data"]["activeTargets"]), 60)
+        time.sleep(10)  # a few scrapes of every target before memory is read
+        rss = env.rss_kib("prometheus", "prometheus-alertmanager", "systemd-journal-remote", "prometheus-node-exporter")
+        targets = len(env.api("/api/v1/targets")["data"]["activeTargets"])
+
+        fault = time.time()
+        env.exec("db", "systemctl", "stop", "postgresql@15-main")
+        fired = sinks.wait_for(lambda r: r.kind == "pagerduty" and mentions(r, ALERT, "firing"), 300)
+        trigger = min(r.at for r in fired if r.kind == "pagerduty" and mentions(r, ALERT, "firing")) if fired else None
+        repaired = time.time()
+        env.exec("db", "systemctl", "start", "postgresql@15-main")
+        done = sinks.wait_for(lambda r: r.kind == "pagerduty" and mentions(r, ALERT, "resolved"), 300)
+        resolve = min(r.at for r in done if r.kind == "pagerduty" and mentions(r, ALERT, "resolved")) if done else None
+    finally:
+        sinks.close()
+        if not args.keep:
+            env.down()
+
+    floor = seconds(rule_for(ALERT)) + seconds(INTERVALS["evaluation"]) + seconds(INTERVALS["group_wait"])
+    results = {
+        "intervals": {**INTERVALS, "rule_for": rule_for(ALERT)},
+        "provision_seconds": round(provision, 1),
+        "fault_to_notification_seconds": round(trigger - fault, 1) if trigger else None,
+        "fault_to_notification_floor_seconds": floor,
+        "fault_to_notification_ratio": round((trigger - fault) / floor, 2) if trigger else None,
+        "repair_to_resolved_seconds": round(resolve - repaired, 1) if resolve else None,
+        "monitoring_host_rss_kib": rss,
+        "monitoring_host_rss_total_kib": sum(rss.values()),
+        "monitoring_rss_ratio_to_prometheus_alone": round(sum(rss.values()) / rss["prometheus"], 2)
+        if rss.get("prometheus")
+        else None,
+        "scrape_targets": targets,
+    }
+    for key, value in results.items():
+        print(f"{key}: {value}")
+    out = REPO / "bench" / "results" / "monitoring.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if results["fault_to_notification_seconds"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
