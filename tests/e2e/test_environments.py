@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from tests.e2e.topology import Topology, running
+from tests.e2e.unproven import not_yet_proven
 from tests.helpers import failure_messages
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, not_yet_proven(11, "site.yml on the staging topology over SSH")]
 
 ENV = "staging"
 NAMESPACE = f"openpolicy-{ENV}"

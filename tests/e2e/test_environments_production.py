@@ -17,9 +17,10 @@ import pytest
 import yaml
 
 from tests.e2e.topology import Topology, running
+from tests.e2e.unproven import not_yet_proven
 from tests.helpers import REPO, failure_messages, toolchain_env
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, not_yet_proven(11, "site.yml on the production topology over SSH")]
 
 ENV = "production"
 NAMESPACE = f"openpolicy-{ENV}"
