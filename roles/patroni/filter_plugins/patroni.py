@@ -13,6 +13,7 @@ def patroni_topology_errors(
     mode: str,
     db_hosts: Sequence[str],
     etcd_members: Sequence[str],
+    *,
     synchronous_mode: bool = False,
     synchronous_node_count: int = 1,
     replica_of: Mapping[str, str] | None = None,
@@ -39,8 +40,9 @@ def patroni_topology_errors(
         )
     elif synchronous_mode and synchronous_node_count > len(hosts) - 1:
         errors.append(
-            f"patroni_synchronous_mode: a synchronous mode with patroni_synchronous_node_count {synchronous_node_count} "
-            f"needs that many replicas besides the primary, group {db_group} has {len(hosts) - 1}"
+            "patroni_synchronous_mode: a synchronous mode with patroni_synchronous_node_count "
+            f"{synchronous_node_count} needs that many replicas besides the primary, "
+            f"group {db_group} has {len(hosts) - 1}"
         )
     for host, primary in sorted((replica_of or {}).items()):
         if primary:
