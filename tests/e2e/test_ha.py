@@ -98,6 +98,9 @@ class HaEnv:
             "postgresql_router_replica_port": ROUTER_PG_REPLICA_PORT,
             "redis_sentinel_router_port": ROUTER_REDIS_PORT,
             "redis_sentinel_down_after_ms": 3000,
+            # No backup host in this environment: pgBackRest is not set up (Patroni's replica
+            # methods fall back from pgbackrest to basebackup).
+            "pgbackrest_db_group": "no_backups",
             **PATRONI_TIMING,
             **self.secrets,
         }
