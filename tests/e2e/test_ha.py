@@ -65,7 +65,7 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
             "children": {
                 "control": {"hosts": {"localhost": local}},
                 "db": {"hosts": {h: host_entry("db", **ports(DB_HOSTS.index(h) + 1)) for h in db_hosts}},
-                "etcd": {"hosts": {h: {} for h in etcd_hosts}},
+                "etcd": {"hosts": {h: ports(DB_HOSTS.index(h) + 1) for h in etcd_hosts}},
                 "db_router": {"hosts": {ROUTER: host_entry("systemd")}},
                 "backup": {"hosts": {}},
             }
