@@ -3,16 +3,8 @@ and the cluster-wide settings that differ from Patroni's (the body of PATCH /con
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "patroni" / "filter_plugins" / "patroni.py"
-_spec = importlib.util.spec_from_file_location("patroni_filters", PLUGIN)
-assert _spec and _spec.loader
-patroni = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(patroni)
+from ansible_collections.openpolicy.deploy.plugins.module_utils import patroni
 
 DB = ["db1", "db2", "db3"]
 

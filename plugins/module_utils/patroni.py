@@ -1,6 +1,6 @@
-"""Pure helpers of the patroni role: the HA topology check and the cluster settings to change.
-
-Both are plain functions so that tests/unit/test_patroni_filters.py checks them without Ansible.
+"""The logic behind the filters of roles/patroni: the HA topology check and the cluster
+settings to change. Pure functions, unit-tested in tests/unit/test_patroni_filters.py;
+plugins/filter/patroni.py names them for Jinja.
 """
 
 from __future__ import annotations
@@ -73,8 +73,3 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value).lower() if value is not None else ""
-
-
-class FilterModule:
-    def filters(self) -> dict:
-        return {"patroni_topology_errors": patroni_topology_errors, "patroni_config_drift": patroni_config_drift}
