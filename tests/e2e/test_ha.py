@@ -1,0 +1,409 @@
+"""Databases that survive losing a host, end to end: three podman db hosts of the module's own
+(etcd, Patroni + PostgreSQL 15, Redis + Sentinel on each) and a router host (HAProxy: one address
+for PostgreSQL's primary, one for Redis' master), built by provision_hosts.yml,
+provision_databases.yml and provision_ha.yml from a copy of inventories/local with
+`postgresql_ha: patroni` and `redis_ha: sentinel`.
+
+Every service listens on 127.0.0.1 with a port of its own in 61400-61499 (the containers share
+the host's network), clear of `make up` (5432/6379) and of Molecule's ranges. No cluster is
+needed. The tests of this module build on each other in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, failure_messages, recap, toolchain_env
+
+pytestmark = pytest.mark.podman
+# The cluster cases (failover, switchover, Redis) have not yet passed end to end: opt in with
+# OPENPOLICY_E2E_HA=1. The bad-topology case always runs.
+failover_flow = pytest.mark.skipif(
+    not os.environ.get("OPENPOLICY_E2E_HA"), reason="failover flow not yet proven: see docs/databases.md"
+)
+
+DB_HOSTS = [f"openpolicy-e2e-ha-db{n}" for n in (1, 2, 3)]
+ROUTER = "openpolicy-e2e-ha-router1"
+ROUTER_PG_PORT = 61450
+ROUTER_PG_REPLICA_PORT = 61451
+ROUTER_REDIS_PORT = 61452
+# Patroni's timing in this inventory (defaults are 30/10/10): failover after about ttl.
+PATRONI_TIMING = {"patroni_ttl": 15, "patroni_loop_wait": 3, "patroni_retry_timeout": 5}
+PLAYBOOKS = ["playbooks/provision_hosts.yml", "playbooks/provision_databases.yml", "playbooks/provision_ha.yml"]
+
+
+SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER])}
+
+
+def ports(n: int) -> dict[str, int]:
+    """The ports of db host n (1-based): every service of every host on a port of its own."""
+    return {
+        "postgresql_port": 61410 + n,
+        "patroni_restapi_port": 61420 + n,
+        "etcd_cluster_client_port": 61430 + n,
+        "etcd_cluster_peer_port": 61440 + n,
+        "redis_port": 61460 + n,
+        "redis_sentinel_port": 61470 + n,
+    }
+
+
+def host_entry(host: str, flavor: str, **values) -> dict:
+    """A podman host reached like a real one (roles/podman_hosts): SSH as deploy with become,
+    on a loopback port of its own, with the module's key and known_hosts (under its inventory's
+    credentials/ssh/, the role's default place)."""
+    return {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": SSH_PORTS[host],
+        "ansible_user": "deploy",
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": "{{ inventory_dir }}/credentials/ssh/id_ed25519",
+        "ansible_ssh_common_args": (
+            "-o UserKnownHostsFile={{ inventory_dir }}/credentials/ssh/known_hosts -o StrictHostKeyChecking=yes"
+        ),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "podman_host_flavor": flavor,
+        **values,
+    }
+
+
+def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    return {
+        "all": {
+            "children": {
+                "control": {"hosts": {"localhost": local}},
+                "db": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in db_hosts}},
+                "etcd": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in etcd_hosts}},
+                "db_router": {"hosts": {ROUTER: host_entry(ROUTER, "systemd")}},
+                "backup": {"hosts": {}},
+            }
+        }
+    }
+
+
+class HaEnv:
+    """The module's environment: an inventory copy with its own vault password, playbook runs."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.inventory = root / "inventories" / "ha"
+        shutil.copytree(
+            REPO / "inventories" / "local", self.inventory, ignore=shutil.ignore_patterns("credentials", "vault.yml")
+        )
+        (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yaml(DB_HOSTS, DB_HOSTS)))
+        self.secrets = {
+            "patroni_superuser_password": secrets.token_urlsafe(24),
+            "patroni_restapi_password": secrets.token_urlsafe(24),
+            "redis_sentinel_password": secrets.token_urlsafe(24),
+        }
+        ha_vars = {
+            "postgresql_ha": "patroni",
+            "redis_ha": "sentinel",
+            "postgresql_advertise_address": "127.0.0.1",
+            "etcd_cluster_address": "127.0.0.1",
+            "etcd_cluster_client_key_group": "postgres",
+            "postgresql_router_port": ROUTER_PG_PORT,
+            "postgresql_router_replica_port": ROUTER_PG_REPLICA_PORT,
+            "redis_sentinel_router_port": ROUTER_REDIS_PORT,
+            "redis_sentinel_down_after_ms": 3000,
+            # No backup host in this environment: pgBackRest is not set up (Patroni's replica
+            # methods fall back from pgbackrest to basebackup).
+            "pgbackrest_db_group": "no_backups",
+            **PATRONI_TIMING,
+            **self.secrets,
+        }
+        (self.inventory / "group_vars" / "all" / "ha.yml").write_text(yaml.safe_dump(ha_vars))
+        self.password = root / "vault-password"
+        fd = os.open(self.password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+        self.vault = self.inventory / "group_vars" / "all" / "vault.yml"
+
+    def play(self, *playbooks: str, inventory: Path | None = None, args: tuple[str, ...] = (), **extra):
+        env = toolchain_env()
+        env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
+        extra_vars = {
+            "secrets_vault_file": str(self.vault),
+            "podman_hosts_groups": ["db", "etcd", "db_router"],
+            "podman_hosts_environment": "e2e-ha",
+            **extra,
+        }
+        cmd = ["ansible-playbook", "-i", str(inventory or self.inventory), *playbooks, *args]
+        cmd += ["--vault-password-file", str(self.password), "-e", json.dumps(extra_vars)]
+        return subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=1500, check=False)
+
+    def vault_values(self) -> dict:
+        env = toolchain_env()
+        env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
+        view = ["ansible-vault", "view", "--vault-password-file", str(self.password), str(self.vault)]
+        return yaml.safe_load(subprocess.run(view, env=env, text=True, capture_output=True, check=True).stdout)
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def podman(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], env=toolchain_env(), text=True, capture_output=True, check=check)
+
+
+def rest(n: int, path: str = "/") -> tuple[int, dict]:
+    """Patroni's REST API of db host n: (status, body); (0, {}) when it does not answer."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{ports(n)['patroni_restapi_port']}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+    except OSError:
+        return 0, {}
+
+
+def leader() -> str:
+    """The name of the member that leads, as any member that answers sees it."""
+    for n in (1, 2, 3):
+        status, body = rest(n, "/cluster")
+        if status == 200:
+            names = [m["name"] for m in body.get("members", []) if m.get("role") == "leader"]
+            if names:
+                return names[0]
+    return ""
+
+
+class Database:
+    """psql through the router's read-write address as the owner role of the database."""
+
+    def __init__(self, password: str, port: int = ROUTER_PG_PORT):
+        self.env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "2"}
+        self.conninfo = f"host=127.0.0.1 port={port} dbname=openpolicy user=openpolicy_owner sslmode=require"
+
+    def sql(self, statement: str, timeout: float = 10) -> subprocess.CompletedProcess:
+        cmd = ["psql", "-X", "-w", "-tA", "-v", "ON_ERROR_STOP=1", self.conninfo, "-c", statement]
+        try:
+            return subprocess.run(cmd, env=self.env, text=True, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 124, "", "timeout")
+
+
+class Writer:
+    """Inserts numbered rows through the router, one connection each, as a service would after a
+    reconnect; remembers which commits were acknowledged and the longest run of failures."""
+
+    def __init__(self, db: Database, table: str):
+        self.db, self.table = db, table
+        self.acknowledged: list[int] = []
+        self.failed: list[int] = []
+        self.last_ok = time.monotonic()
+        self.longest_gap = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        result = db.sql(f"create table if not exists {table} (id int primary key, at timestamptz default now())")
+        assert result.returncode == 0, result.stderr
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            if self.db.sql(f"insert into {self.table} (id) values ({n})", timeout=5).returncode == 0:
+                now = time.monotonic()
+                self.longest_gap = max(self.longest_gap, now - self.last_ok)
+                self.last_ok = now
+                self.acknowledged.append(n)
+            else:
+                self.failed.append(n)
+            time.sleep(0.05)
+
+    def acknowledged_since(self, moment: float) -> bool:
+        return self.last_ok > moment
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def missing(self) -> list[int]:
+        result = self.db.sql(f"select id from {self.table}")
+        assert result.returncode == 0, result.stderr
+        present = {int(line) for line in result.stdout.split()}
+        return sorted(set(self.acknowledged) - present)
+
+
+def redis(user: str, password: str, *command: str, port: int = ROUTER_REDIS_PORT) -> str:
+    cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--user", user, "--no-auth-warning", *command]
+    env = {**os.environ, "REDISCLI_AUTH": password}
+    return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=10, check=False).stdout.strip()
+
+
+def redis_master(sentinel_password: str) -> int:
+    """The db host number whose Redis the Sentinels call master (0: none answers)."""
+    for n in (1, 2, 3):
+        port = str(ports(n)["redis_sentinel_port"])
+        cmd = ["redis-cli", "-h", "127.0.0.1", "-p", port, "--no-auth-warning"]
+        cmd += ["SENTINEL", "get-master-addr-by-name", "openpolicy"]
+        env = {**os.environ, "REDISCLI_AUTH": sentinel_password}
+        out = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=5, check=False).stdout.split()
+        if len(out) == 2:
+            return next(m for m in (1, 2, 3) if ports(m)["redis_port"] == int(out[1]))
+    return 0
+
+
+def wait_for(condition, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
+def remove_hosts() -> None:
+    podman("rm", "--force", "--time", "5", *DB_HOSTS, ROUTER)
+
+
+@pytest.fixture(scope="module")
+def ha_env(tmp_path_factory: pytest.TempPathFactory) -> HaEnv:
+    return HaEnv(tmp_path_factory.mktemp("ha-env"))
+
+
+@pytest.fixture(scope="module")
+def ha(ha_env: HaEnv):
+    remove_hosts()
+    env = ha_env
+    started = time.monotonic()
+    result = env.play(*PLAYBOOKS)
+    assert result.returncode == 0, output(result)
+    env.provision_seconds = time.monotonic() - started
+    values = env.vault_values()
+    env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
+    env.redis_user = "auth_service"
+    env.redis_password = values["vault_redis_passwords"]["auth-service"]
+    yield env
+    remove_hosts()
+
+
+def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, tmp_path: Path):
+    ha = ha_env
+    cases = {
+        "even-etcd": (hosts_yaml(DB_HOSTS, DB_HOSTS[:2]), {}, "expected an odd number of"),
+        "one-db-host": (
+            hosts_yaml(DB_HOSTS[:1], DB_HOSTS),
+            {},
+            "postgresql_ha: patroni needs at least two hosts in group db",
+        ),
+        "sync-without-replica": (
+            hosts_yaml(DB_HOSTS[:2], DB_HOSTS),
+            {"patroni_synchronous_mode": True, "patroni_synchronous_node_count": 2},
+            "patroni_synchronous_mode: a synchronous mode with patroni_synchronous_node_count 2 needs",
+        ),
+    }
+    for name, (hosts, extra, expected) in cases.items():
+        inventory = tmp_path / name
+        inventory.mkdir()
+        (inventory / "group_vars").symlink_to(ha.inventory / "group_vars")
+        (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+        result = ha.play("playbooks/provision_ha.yml", inventory=inventory, **extra)
+        assert result.returncode != 0, name
+        messages = failure_messages(result)
+        assert any(expected in m and "\n" not in m for m in messages), (name, messages, output(result))
+        counts = recap(result)
+        assert set(counts) == {"localhost"}, f"{name}: only the control host may run, got {counts}"
+
+
+@failover_flow
+def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
+    print(f"provisioned in {ha.provision_seconds:.0f} s")
+    status, cluster = rest(1, "/cluster")
+    assert status == 200
+    roles = sorted(m["role"] for m in cluster["members"])
+    assert roles == ["leader", "replica", "replica"], cluster
+    assert leader() == DB_HOSTS[0]
+    db = Database(ha.owner_password)
+    assert db.sql("select 1").stdout.strip() == "1"
+    readonly = Database(ha.owner_password, ROUTER_PG_REPLICA_PORT).sql("select pg_is_in_recovery()")
+    assert readonly.stdout.strip() == "t", readonly.stderr
+    assert redis(ha.redis_user, ha.redis_password, "SET", "auth_service:before", "1") == "OK"
+    assert redis_master(ha.secrets["redis_sentinel_password"]) == 1
+
+
+@failover_flow
+def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
+    db = Database(ha.owner_password)
+    with Writer(db, "ha_failover") as writer:
+        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
+        killed = time.monotonic()
+        podman("kill", DB_HOSTS[0], check=True)
+        assert wait_for(lambda: writer.acknowledged_since(killed + 1), 120, 0.2), "no write succeeded after the kill"
+        gap = writer.last_ok - killed
+        time.sleep(2)
+    new_leader = leader()
+    assert new_leader in DB_HOSTS[1:], new_leader
+    assert writer.missing() == [], "acknowledged rows lost"
+    print(f"failover: writes through the router resumed {writer.longest_gap:.1f} s after the last one before the kill "
+          f"(first success {gap:.1f} s after it); {len(writer.acknowledged)} rows acknowledged, "
+          f"{len(writer.failed)} refused; new primary {new_leader}")  # fmt: skip
+    # Redis lost its master with the host too: Sentinel promotes a replica, the address stays.
+    assert wait_for(lambda: redis_master(ha.secrets["redis_sentinel_password"]) in (2, 3), 60)
+    assert wait_for(lambda: redis(ha.redis_user, ha.redis_password, "SET", "auth_service:after", "1") == "OK", 30)
+    assert redis(ha.redis_user, ha.redis_password, "GET", "auth_service:before") == "1"
+
+
+@failover_flow
+def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv):
+    podman("start", DB_HOSTS[0], check=True)
+
+    def replica_again() -> bool:
+        status, body = rest(1, "/")
+        return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
+
+    assert wait_for(replica_again, 180, 2), rest(1, "/")
+    assert wait_for(lambda: redis_master(ha.secrets["redis_sentinel_password"]) in (2, 3), 10)
+    result = ha.play("playbooks/provision_ha.yml")
+    assert result.returncode == 0, output(result)
+    changed = {host: counts["changed"] for host, counts in recap(result).items() if counts["changed"]}
+    assert changed == {}, f"a rerun changed something: {changed}\n{output(result)}"
+
+
+@failover_flow
+def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
+    before = leader()
+    candidate = DB_HOSTS[0]
+    db = Database(ha.owner_password)
+    with Writer(db, "ha_switchover") as writer:
+        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
+        started = time.monotonic()
+        result = ha.play("playbooks/switchover.yml", candidate=candidate)
+        assert result.returncode == 0, output(result)
+        done = time.monotonic()
+        assert wait_for(lambda: writer.acknowledged_since(done), 60, 0.2)
+        took = time.monotonic() - started
+    assert leader() == candidate != before
+    assert writer.missing() == [], "acknowledged rows lost"
+    assert f"switchover: {before} -> {candidate}" in result.stdout
+    print(f"switchover {before} -> {candidate}: playbook and first write after it {took:.1f} s, "
+          f"longest write gap {writer.longest_gap:.1f} s")  # fmt: skip
+
+
+@failover_flow
+def test_switchover_refuses_a_candidate_that_is_not_a_healthy_replica(ha: HaEnv):
+    current = leader()
+    result = ha.play("playbooks/switchover.yml", candidate=current)
+    assert result.returncode != 0
+    assert any(m.startswith("candidate: expected a running replica") for m in failure_messages(result)), output(result)
+    assert leader() == current
