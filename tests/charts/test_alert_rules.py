@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,7 +101,17 @@ def test_every_runbook_url_is_a_runbook_that_exists() -> None:
     for name, rule in all_alerts().items():
         url = rule["annotations"]["runbook_url"]
         assert url.startswith("docs/runbooks/"), name
-        assert (render.ROOT / url).is_file(), f"{name}: {url} does not exist"
+        # A link may point at a section: the file must exist and carry that heading.
+        path, _, section = url.partition("#")
+        runbook = render.ROOT / path
+        assert runbook.is_file(), f"{name}: {path} does not exist"
+        if section:
+            headings = {
+                re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in runbook.read_text().splitlines()
+                if line.startswith("#")
+            }
+            assert section in headings, f"{name}: {path} has no section #{section}"
 
 
 def test_disk_filling_predicts_the_trend() -> None:
