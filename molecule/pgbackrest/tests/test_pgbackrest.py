@@ -258,7 +258,8 @@ BAD_INPUTS = {
         {"restore_host": "localhost"},
         "restore_host: localhost is in neither group db nor db_scratch",
     ),
-    "type": ("backup.yml", {"type": "weekly"}, "pgbackrest_backup_type must be one of: full, diff, incr, got: weekly"),
+    # Named by the -e name the operator typed (the shared preflight), not the role's variable.
+    "type": ("backup.yml", {"type": "weekly"}, "preflight: type: expected one of full, diff, incr"),
     "passphrase": ("backup.yml", {"pgbackrest_repo_cipher_pass": ""}, "pgbackrest_repo_cipher_pass: missing"),
     "cron": (
         "provision_backups.yml",
