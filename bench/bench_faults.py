@@ -55,6 +55,15 @@ def trial(env: faults.FaultsEnv, stream_seconds: float) -> dict[str, float]:
     }
 
 
+def describe(number: int, figures: dict[str, float], archive_timeout: int) -> str:
+    rto, restore, rpo = figures["rto_seconds"], figures["restore_seconds"], figures["rpo_seconds"]
+    return (
+        f"trial {number}: RTO {rto:6.1f} s (pgBackRest restore {restore:5.1f} s, x{rto / max(restore, 0.1):.1f}), "
+        f"RPO {rpo:5.1f} s (archive_timeout {archive_timeout} s), {figures['acknowledged_rows']:.0f} rows acked, "
+        f"{figures['lost_before_restored_end']:.0f} lost before the restored end"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
@@ -71,19 +80,18 @@ def main() -> int:
         for number in range(1, args.trials + 1):
             figures = trial(env, 3 * args.archive_timeout)
             trials.append(figures)
-            print(f"trial {number}: RTO {figures['rto_seconds']:6.1f} s (pgBackRest restore {figures['restore_seconds']:5.1f} s, "
-                  f"x{figures['rto_seconds'] / max(figures['restore_seconds'], 0.1):.1f}), RPO {figures['rpo_seconds']:5.1f} s "
-                  f"(archive_timeout {args.archive_timeout} s), {figures['acknowledged_rows']} rows acknowledged, "
-                  f"{figures['lost_before_restored_end']} lost before the restored end", flush=True)  # fmt: skip
+            print(describe(number, figures, args.archive_timeout), flush=True)
     finally:
-        subprocess.run(["podman", "rm", "--force", faults.DB_HOST, faults.BACKUP_HOST], env=vault_env(), capture_output=True,
-                       check=False)  # fmt: skip
+        hosts = [faults.DB_HOST, faults.BACKUP_HOST]
+        subprocess.run(["podman", "rm", "--force", *hosts], env=vault_env(), capture_output=True, check=False)
     summary = {
         "archive_timeout_seconds": args.archive_timeout,
         "trials": trials,
         "rto_seconds_median": statistics.median(t["rto_seconds"] for t in trials),
         "rpo_seconds_max": max(t["rpo_seconds"] for t in trials),
-        "rto_to_restore_ratio_median": statistics.median(t["rto_seconds"] / max(t["restore_seconds"], 0.1) for t in trials),
+        "rto_to_restore_ratio_median": statistics.median(
+            t["rto_seconds"] / max(t["restore_seconds"], 0.1) for t in trials
+        ),
     }
     print(f"RTO median {summary['rto_seconds_median']:.1f} s, RPO max {summary['rpo_seconds_max']:.1f} s "
           f"({summary['rpo_seconds_max'] / args.archive_timeout:.2f} x archive_timeout)")  # fmt: skip

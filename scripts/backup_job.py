@@ -296,8 +296,8 @@ def backup_metrics(stanza: str, state: dict[str, Any]) -> str:
         "openpolicy_backup_last_success_repo_size_bytes": ("gauge", "Repository bytes the last good backup added.", []),
         "openpolicy_backup_runs_total": ("counter", "Runs by result (success, failed, skipped).", []),
         "openpolicy_backup_last_success_info": ("gauge", "Label of the last good backup of this type.", []),
-        "openpolicy_backup_last_manifest_success": ("gauge", "1 if the last good backup got its row-count manifest.", []),
-        "openpolicy_backup_cluster_system_id_match": ("gauge", "1 if the cluster is the stanza's (system id), else 0.", []),
+        "openpolicy_backup_last_manifest_success": ("gauge", "1 if the last good backup got its row counts.", []),
+        "openpolicy_backup_cluster_system_id_match": ("gauge", "1 if the cluster is the stanza's.", []),
     }  # fmt: skip
     if "cluster" in state:
         families["openpolicy_backup_cluster_system_id_match"][2].append(({"stanza": stanza}, state["cluster"]["match"]))
@@ -321,7 +321,9 @@ def backup_metrics(stanza: str, state: dict[str, Any]) -> str:
         for result, count in sorted(entry.get("runs", {}).items()):
             families["openpolicy_backup_runs_total"][2].append(({**labels, "result": result}, float(count)))
         if entry.get("last_manifest") in ("ok", "failed"):
-            families["openpolicy_backup_last_manifest_success"][2].append((labels, float(entry["last_manifest"] == "ok")))
+            families["openpolicy_backup_last_manifest_success"][2].append(
+                (labels, float(entry["last_manifest"] == "ok"))
+            )
         if entry.get("last_success_label"):
             families["openpolicy_backup_last_success_info"][2].append(
                 ({**labels, "label": entry["last_success_label"]}, 1.0)

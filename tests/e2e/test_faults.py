@@ -84,13 +84,17 @@ def on(host: str, *command: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def stanza() -> dict:
-    info = on(BACKUP_HOST, "runuser", "-u", "pgbackrest", "--", "pgbackrest", f"--stanza={STANZA}", "--output=json", "info")
+    info = on(
+        BACKUP_HOST, "runuser", "-u", "pgbackrest", "--", "pgbackrest", f"--stanza={STANZA}", "--output=json", "info"
+    )
     return json.loads(info.stdout)[0]
 
 
 def backup_metrics() -> dict[str, float]:
     text = on(BACKUP_HOST, "cat", f"{TEXTFILE}/openpolicy_backup_{STANZA}.prom").stdout
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] not in ("#", "")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] not in ("#", "")
+    }
 
 
 class InsertStream(threading.Thread):
@@ -113,7 +117,9 @@ class InsertStream(threading.Thread):
             time.sleep(0.05)
 
 
-PROBE_TABLE = "create table auth.fault_probe (id bigserial primary key, at timestamptz not null default clock_timestamp())"
+PROBE_TABLE = (
+    "create table auth.fault_probe (id bigserial primary key, at timestamptz not null default clock_timestamp())"
+)
 
 
 def crash_and_lose_the_db_host(env: FaultsEnv, stream_seconds: float) -> tuple[list[tuple[int, float]], float]:
@@ -160,7 +166,9 @@ def provisioned(env: FaultsEnv) -> FaultsEnv:
 
 
 def test_the_reporting_role_reads_tables_the_owner_role_creates(provisioned: FaultsEnv):
-    made = provisioned.sql("openpolicy_owner", "create table auth.owner_made (id int); insert into auth.owner_made values (1)")
+    made = provisioned.sql(
+        "openpolicy_owner", "create table auth.owner_made (id int); insert into auth.owner_made values (1)"
+    )
     assert made.returncode == 0, made.stderr
     read = provisioned.sql("openpolicy_reporting", "select count(*) from auth.owner_made")
     assert read.returncode == 0 and read.stdout.strip() == "1", read.stderr
@@ -174,7 +182,9 @@ def test_a_killed_backup_is_published_then_resumed_and_the_unit_is_not_failed(pr
     on(BACKUP_HOST, "systemctl", "start", "--no-block", unit)
     deadline, killed = time.monotonic() + 60, False
     while not killed and time.monotonic() < deadline:
-        found = on(BACKUP_HOST, "pgrep", "-o", "-u", "pgbackrest", "-f", "pgbackrest .*--type=full.* backup", check=False)
+        found = on(
+            BACKUP_HOST, "pgrep", "-o", "-u", "pgbackrest", "-f", "pgbackrest .*--type=full.* backup", check=False
+        )
         if found.stdout.strip():
             killed = on(BACKUP_HOST, "kill", "-KILL", found.stdout.split()[0], check=False).returncode == 0
     assert killed, "pgBackRest's backup never ran"
@@ -187,8 +197,10 @@ def test_a_killed_backup_is_published_then_resumed_and_the_unit_is_not_failed(pr
     assert 'error="pgbackrest killed by SIGKILL"' in log and "result=retrying" in log, log[-2000:]
     samples = backup_metrics()
     labels = f'stanza="{STANZA}",type="full"'
-    assert samples[f"openpolicy_backup_runs_total{{{labels},result=\"failed\"}}"] >= 1
-    assert samples[f"openpolicy_backup_runs_total{{{labels},result=\"success\"}}"] >= 2  # the converge's and the resumed one
+    assert samples[f'openpolicy_backup_runs_total{{{labels},result="failed"}}'] >= 1
+    assert (
+        samples[f'openpolicy_backup_runs_total{{{labels},result="success"}}'] >= 2
+    )  # the converge's and the resumed one
     assert samples[f"openpolicy_backup_last_run_success{{{labels}}}"] == 1
 
 

@@ -311,7 +311,9 @@ def backup_calls(calls: Path) -> list[list[str]]:
     return [args for args in map(json.loads, lines) if args[-1] == "backup"]
 
 
-def test_a_cluster_that_is_not_the_stanzas_is_refused(fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+def test_a_cluster_that_is_not_the_stanzas_is_refused(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
+) -> None:
     result = backup_with_manifest(dirs, FAKE_CLUSTER_SYSTEM_ID="7399999999999999999")
     assert result.returncode == 65, result.stdout + result.stderr
     assert "system id 7399999999999999999 is not stanza openpolicy's 7300000000000000001" in result.stdout
@@ -341,6 +343,10 @@ def test_a_killed_run_is_published_then_retried_once(fake_pgbackrest: Path, dirs
     env = {**os.environ, "FAKE_PGBACKREST_MODE": "hang_once"}
     command = runner_command(dirs, "backup", "--type", "incr", "--retry-after-kill", "0.2")
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    hung = Path(f"{fake_pgbackrest}.hung")
+    deadline = time.monotonic() + 10
+    while not hung.exists() and time.monotonic() < deadline:  # killed before it hangs, it would hang again
+        time.sleep(0.05)
     kill_pgbackrest_of(job)
     output, _ = job.communicate(timeout=30)
     assert job.returncode == 0, output

@@ -51,8 +51,16 @@ BACKUP_TL1 = ("000000010000000000000005", "0/5000028")
         ("", info(BACKUP_TL1), "the host has no cluster yet"),
         (controldata(system_id=7320000000000000002), info(BACKUP_TL1), "system id 7320000000000000002 is not"),
         # a cluster baked into an image: the stanza's system id, but far behind its backups
-        (controldata(checkpoint="0/1000060"), info(BACKUP_TL1), "last checkpoint 0/1000060 is before the start 0/5000028"),
-        (controldata(timeline=1), info(("000000020000000000000007", "0/7000028")), "timeline 1, the backups reach timeline 2"),
+        (
+            controldata(checkpoint="0/1000060"),
+            info(BACKUP_TL1),
+            "last checkpoint 0/1000060 is before the start 0/5000028",
+        ),
+        (
+            controldata(timeline=1),
+            info(("000000020000000000000007", "0/7000028")),
+            "timeline 1, the backups reach timeline 2",
+        ),
         (controldata(), info(BACKUP_TL1), ""),  # the live primary, past its latest backup
         # restored and promoted: a timeline newer than every backup's
         (controldata(timeline=2, checkpoint="0/5800060"), info(("000000010000000000000009", "0/9000028")), ""),

@@ -58,8 +58,10 @@ def postgresql_rebuild_reason(controldata: str, info: Any) -> str:
         return f"it is on timeline {timeline}, the backups reach timeline {max(timelines)}"
     same = [b for b, t in zip(on_timeline, timelines, strict=True) if t == timeline and b.get("lsn", {}).get("start")]
     checkpoint = values.get("Latest checkpoint location", "0/0")
-    if same and _lsn(checkpoint) < _lsn(same[-1]["lsn"]["start"]):
-        return f"its last checkpoint {checkpoint} is before the start {same[-1]['lsn']['start']} of backup {same[-1]['label']}"
+    newest = same[-1] if same else {}
+    if newest and _lsn(checkpoint) < _lsn(newest["lsn"]["start"]):
+        start = newest["lsn"]["start"]
+        return f"its last checkpoint {checkpoint} is before the start {start} of backup {newest['label']}"
     return ""
 
 
