@@ -45,7 +45,7 @@ def trial(env: faults.FaultsEnv, stream_seconds: float) -> dict[str, float]:
         time.sleep(0.5)
     rto = time.monotonic() - lost
     missing, rpo, _ = faults.data_loss(env, acknowledged)
-    found = re.search(r"restored stanza \S+ \(latest backup and archived WAL\) in ([0-9.]+) s", result.stdout)
+    found = re.search(r"restored stanza \S+ \(latest backup and archived WAL\) in ([0-9.]+) s", result.said)
     return {
         "rto_seconds": rto,
         "rpo_seconds": rpo,
