@@ -4,8 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 TOOLCHAIN := $(CURDIR)/.toolchain
-# Pinned tools first: the venv (ansible, molecule, linters) and the Go-built binaries.
-export PATH := $(TOOLCHAIN)/bin:$(TOOLCHAIN)/venv/bin:$(PATH)
+# Pinned tools first: the venv (ansible, molecule, linters) and the Go-built binaries; Go's
+# own install folder last, for a machine whose PATH does not name it (go.dev/doc/install).
+export PATH := $(TOOLCHAIN)/bin:$(TOOLCHAIN)/venv/bin:$(PATH):/usr/local/go/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # The podman settings these machines need (runc, lower ulimits, host network), without
 # touching /etc: every podman call made through make, Ansible or Molecule reads this file.
@@ -24,14 +25,25 @@ export ANSIBLE_VAULT_PASSWORD_FILE := $(LOCAL_VAULT_PASSWORD)
 VAULT_PASSWORD_FILE := $(LOCAL_VAULT_PASSWORD)
 endif
 PYTEST := python -m pytest
+# pytest-xdist workers for tests/unit and tests/charts (docs/testing.md has the figures).
+PYTEST_WORKERS ?= auto
 MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+# Scenarios run side by side (distinct host names and ports, see molecule/*/molecule.yml),
+# each into its own log, printed when it fails.
+MOLECULE_JOBS ?= 2
+LOGS := $(CURDIR)/.local/logs
 
-.PHONY: help bootstrap images up down status lint test test-unit test-molecule test-e2e bench $(addprefix molecule-,$(MOLECULE_SCENARIOS))
+.PHONY: help system bootstrap images up down status lint test test-quick test-unit test-molecule test-e2e bench \
+	$(addprefix molecule-,$(MOLECULE_SCENARIOS)) $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS))
 
 help: ## show the targets
 	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  make molecule-NAME    one Molecule scenario: $(MOLECULE_SCENARIOS)"
 
+system: ## check the Debian packages (versions.toml [apt]) and Go; install them as root or with sudo -n
+	python3 scripts/bootstrap.py --only system
+
+# The bootstrap's first step is `system`: a fresh machine hears what it lacks in its first second.
 bootstrap: $(VAULT_PASSWORD_FILE) ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
 	python3 scripts/bootstrap.py
 
@@ -43,8 +55,12 @@ $(LOCAL_VAULT_PASSWORD):
 images: bootstrap ## build the podman host images (Debian 12, plain and systemd), cached by input hash
 	python3 scripts/podman_images.py build
 
+# Progress of site.yml's stages: each task's start and how long the previous one took, a
+# summary per role, the run's total (ansible.posix, pinned in requirements.yml).
+SITE_CALLBACKS := ansible.posix.profile_roles,ansible.posix.timer
+
 up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
-	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	ANSIBLE_CALLBACKS_ENABLED=$(SITE_CALLBACKS) ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 down: $(VAULT_PASSWORD_FILE) ## stop the local environment and remove its state
 	ansible-playbook -i $(INVENTORY) playbooks/teardown_local.yml
@@ -56,8 +72,8 @@ status: ## show the local environment: cluster, nodes, podman hosts
 lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
-	ruff check scripts tests bench plugins
-	ruff format --check scripts tests bench plugins
+	ruff check scripts tests bench plugins roles/*/files
+	ruff format --check scripts tests bench plugins roles/*/files
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with
 	# each ci/*-values.yaml: their defaults leave required values (image, service) empty on purpose.
 	for chart in charts/*/; do \
@@ -68,10 +84,24 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	done
 
 test-unit: bootstrap ## pytest: Python units, toolchain, charts and alert rules (no cluster needed)
-	$(PYTEST) tests/unit tests/charts
+	$(PYTEST) -n $(PYTEST_WORKERS) tests/unit tests/charts
 
-test-molecule: images ## every Molecule scenario under molecule/ (create, converge, idempotence, verify, destroy)
-	for scenario in $(MOLECULE_SCENARIOS); do molecule test -s "$$scenario" || exit 1; done
+# Lint and the pytest workers side by side (each prints when it is done): the edit loop.
+test-quick: bootstrap ## the edit loop: lint, unit and chart tests side by side (no podman, no cluster)
+	$(MAKE) --no-print-directory --output-sync=target -j2 lint test-unit
+
+test-molecule: images ## every Molecule scenario, MOLECULE_JOBS at a time; logs in .local/logs/
+	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS))
+
+# One scenario into its own log: a line when it passes, the whole log when it fails.
+$(addprefix molecule-logged-,$(MOLECULE_SCENARIOS)): molecule-logged-%:
+	@mkdir -p "$(LOGS)"; log="$(LOGS)/molecule-$*.log"; started=$$(date +%s); \
+	echo "molecule $*: started (log: $$log)"; \
+	if molecule test -s $* >"$$log" 2>&1; then \
+	  echo "molecule $*: passed in $$(( $$(date +%s) - started ))s"; \
+	else \
+	  echo "molecule $*: FAILED after $$(( $$(date +%s) - started ))s; its log:"; sed 's/^/[$*] /' "$$log"; exit 1; \
+	fi
 
 # A static pattern rule: GNU make does not apply plain pattern rules to .PHONY targets.
 $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule scenario: make molecule-<name>
@@ -80,7 +110,7 @@ $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
 	$(PYTEST) tests/e2e
 
-test: lint test-unit test-molecule test-e2e ## everything CI runs (.ci/run)
+test: test-quick test-molecule test-e2e ## everything CI runs (.ci/run): lint, unit, charts, Molecule, e2e
 
 bench: bootstrap ## benchmarks: print their figures, not part of make test
-	for b in bench/*.py; do python "$$b"; done
+	for b in bench/bench_*.py; do python "$$b"; done

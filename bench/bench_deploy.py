@@ -3,12 +3,14 @@
 
 - deploy.yml of the nine services, cold and then no-op (nothing changed);
 - a plain sequential `helm upgrade --install --wait` loop over the same charts and values
-  (same baseline, same Secrets, tier order) into a namespace of its own, as the peer;
+  (same baseline, same Secrets, tier order) into a namespace of its own, as the peer, and the
+  same loop run in parallel (`xargs -P`, every service at once) into a third namespace;
 - a failed upgrade (pods never Ready) until the previous revision serves again, with the
   timeout used here;
 - rollback.yml of the whole environment to the previous release set.
 
-Prints one line per figure and the ratios. Not part of `make test` (no timing is asserted).
+Prints one line per figure and the ratios, and writes them to bench/results/deploy.json.
+Not part of `make test` (no timing is asserted). Heavy: run it under the machine's lock.
 
     python bench/bench_deploy.py [--keep]   # --keep leaves the cluster up for a look
 """
@@ -27,11 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import write_results  # noqa: E402
 from tests.helpers import recap, run_playbook, toolchain_env  # noqa: E402
 
 CLUSTER = "openpolicy-bench-deploy"
 ANSIBLE_NS = "openpolicy-bench-ansible"
 PLAIN_NS = "openpolicy-bench-plain"
+PARALLEL_NS = "openpolicy-bench-parallel"
 TIER_ORDER = (
     "etl-service",
     "scraper-service",
@@ -66,9 +70,12 @@ def changed_total(result: subprocess.CompletedProcess) -> int:
     return sum(counts["changed"] for counts in recap(result).values())
 
 
-def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
-    """The peer: what an operator would script by hand, one `helm upgrade --install --wait` at a
-    time, over the values deploy.yml gave each release (read back from Helm)."""
+def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path, namespace: str, jobs: int = 1) -> float:
+    """The peer: what an operator would script by hand, `helm upgrade --install --wait` over the
+    values deploy.yml gave each release (read back from Helm): one at a time in tier order, or
+    with `jobs` > 1 the services `jobs` at a time through `xargs -P` (after the baseline)."""
+    workdir = workdir / namespace
+    workdir.mkdir()
     baseline = json.loads(
         run(
             [
@@ -83,7 +90,7 @@ def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
             ]
         )
     )
-    baseline["namespace"]["name"] = PLAIN_NS
+    baseline["namespace"]["name"] = namespace
     baseline["priorityClasses"]["create"] = False
     files = {"baseline": workdir / "baseline.json"}
     files["baseline"].write_text(json.dumps(baseline))
@@ -114,7 +121,7 @@ def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
             *helm,
             "upgrade",
             "--install",
-            f"openpolicy-platform-{PLAIN_NS}",
+            f"openpolicy-platform-{namespace}",
             str(REPO / "charts" / "openpolicy-platform"),
             "-n",
             "openpolicy-system",
@@ -125,24 +132,15 @@ def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path) -> float:
             "120s",
         ]
     )
-    run([*kube, "apply", "-n", PLAIN_NS, "-f", "-"], stdin=json.dumps(secrets))
-    for name in TIER_ORDER:
-        run(
-            [
-                *helm,
-                "upgrade",
-                "--install",
-                name,
-                str(REPO / "charts" / "openpolicy-service"),
-                "-n",
-                PLAIN_NS,
-                "-f",
-                str(files[name]),
-                "--wait",
-                "--timeout",
-                "300s",
-            ]
-        )
+    run([*kube, "apply", "-n", namespace, "-f", "-"], stdin=json.dumps(secrets))
+    chart = str(REPO / "charts" / "openpolicy-service")
+    upgrade = [*helm, "upgrade", "--install", "{}", chart, "-n", namespace, "-f", f"{workdir}/{{}}.json"]
+    upgrade += ["--wait", "--timeout", "300s"]
+    if jobs > 1:
+        run(["xargs", "-P", str(jobs), "-I{}", *upgrade], stdin="\n".join(TIER_ORDER) + "\n")
+    else:
+        for name in TIER_ORDER:
+            run([part.replace("{}", name) for part in upgrade])
     return time.monotonic() - started
 
 
@@ -169,11 +167,24 @@ def main() -> None:
     try:
         cold, _ = timed_playbook("deploy.yml", extra)
         noop, again = timed_playbook("deploy.yml", extra)
-        plain = plain_helm_loop(kube, helm, state)
+        plain = plain_helm_loop(kube, helm, state, PLAIN_NS)
+        parallel = plain_helm_loop(kube, helm, state, PARALLEL_NS, jobs=len(TIER_ORDER))
         print(f"deploy.yml, nine services, cold:        {cold:6.1f} s")
         print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (deploy.yml / loop = {cold / plain:.2f})")
+        jobs = f"xargs -P {len(TIER_ORDER)}"
+        print(f"plain helm loop, {jobs}:          {parallel:6.1f} s   (deploy.yml / it = {cold / parallel:.2f})")
         ratio = f"changed={changed_total(again)}; no-op / cold = {noop / cold:.2f}"
         print(f"deploy.yml, no-op rerun:                {noop:6.1f} s   ({ratio})")
+        figures = {
+            "deploy_cold_s": round(cold, 1),
+            "deploy_noop_s": round(noop, 1),
+            "deploy_noop_changed": changed_total(again),
+            "helm_loop_sequential_s": round(plain, 1),
+            "helm_loop_parallel_s": round(parallel, 1),
+            "helm_loop_parallel_jobs": len(TIER_ORDER),
+            "cold_over_sequential_loop": round(cold / plain, 2),
+            "cold_over_parallel_loop": round(cold / parallel, 2),
+        }
 
         failing = extra | {
             "services": "auth-service",
@@ -194,6 +205,13 @@ def main() -> None:
         print(f"deploy.yml upgrading two services:      {upgraded:6.1f} s")
         ratio = f"two releases back; rollback / cold = {rollback / cold:.2f}"
         print(f"rollback.yml, environment to previous set: {rollback:6.1f} s ({ratio})")
+        figures |= {
+            "failed_upgrade_to_previous_ready_s": round(failed, 1),
+            "failed_upgrade_helm_timeout_s": FAILING_TIMEOUT,
+            "deploy_upgrade_two_s": round(upgraded, 1),
+            "rollback_environment_s": round(rollback, 1),
+        }
+        write_results("deploy", figures)
     finally:
         if not args.keep:
             run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])

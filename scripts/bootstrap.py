@@ -13,29 +13,44 @@ The repository gets one gitignored folder, `.toolchain/`, of symlinks into that 
 (ansible.cfg reads collections from there).
 
 Usage: scripts/bootstrap.py [--only STEP[,STEP]] [--list]
-Steps: venv, collections, tools (venvs of their own), go (programs), modules (files the tests
-read). The podman images are built by scripts/podman_images.py.
+Steps: system (the Debian packages of versions.toml [apt] and the Go toolchain, checked first
+and in under a second; missing packages are installed as root or with passwordless sudo, else
+named in one `apt-get install` line), venv, collections, tools (venvs of their own), go
+(programs), modules (files the tests read). The podman images are built by
+scripts/podman_images.py. Every build says what it does, and how long it took.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from openpolicy_tools.pins import CACHE_ROOT, go_tool_dir, load_collection_pins, load_versions  # noqa: E402
+from openpolicy_tools.pins import (  # noqa: E402
+    CACHE_ROOT,
+    GO_TOOL_KEYS,
+    apt_install_command,
+    apt_packages,
+    go_tool_dir,
+    load_collection_pins,
+    load_versions,
+)
 
 TOOLCHAIN = REPO / ".toolchain"
 COMPLETE_MARK = ".complete"
@@ -47,6 +62,41 @@ class BootstrapError(Exception):
 
 def log(message: str) -> None:
     print(f"bootstrap: {message}", flush=True)
+
+
+def duration(seconds: float) -> str:
+    """2m55s, 1h02m, 4.2s: how long a step took, as a reader wants it."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+HEARTBEAT_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def progress(doing: str, done: str) -> Iterator[None]:
+    """Say what a long step does, that it still does it every minute, and how long it took."""
+    log(f"{doing} ...")
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            log(f"still {doing} ({duration(time.monotonic() - started)})")
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    log(f"{done} in {duration(time.monotonic() - started)}")
 
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -71,6 +121,20 @@ def mark_complete(folder: Path, started: float) -> None:
     (folder / COMPLETE_MARK).write_text(f"built in {time.monotonic() - started:.1f}s\n")
 
 
+@contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """One builder per cache folder: a second bootstrap (another checkout, CI) waits for the
+    first, then finds the folder complete instead of building into it at the same time."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with folder.with_name(f"{folder.name}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another bootstrap that is building {folder.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def link(target: Path, name: Path) -> bool:
     """Point the symlink `name` at `target`; return True when it had to change."""
     if name.is_symlink() and os.readlink(name) == str(target):
@@ -80,6 +144,99 @@ def link(target: Path, name: Path) -> bool:
         name.unlink()
     name.symlink_to(target)
     return True
+
+
+# --- System packages and the Go toolchain ---------------------------------------------------
+
+
+def dpkg_status(packages: list[str]) -> str:
+    """dpkg-query's `<package> <status>` lines for the packages it knows (one call for all)."""
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages],
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    return result.stdout
+
+
+def missing_packages(packages: list[str], status: str) -> list[str]:
+    """The packages that dpkg-query's output does not report as installed, in the given order."""
+    installed = set()
+    for line in status.splitlines():
+        name, _, state = line.partition(" ")
+        if state.strip() == "install ok installed":
+            installed.add(name.split(":")[0])
+    return [package for package in packages if package not in installed]
+
+
+def passwordless_sudo() -> bool:
+    if shutil.which("sudo") is None:
+        return False
+    return subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+
+
+def install_prefix() -> list[str] | None:
+    """How this user may install packages: [] as root, ["sudo", "-n"] with passwordless sudo, else None."""
+    if os.geteuid() == 0:
+        return []
+    return ["sudo", "-n"] if passwordless_sudo() else None
+
+
+def go_version(go: str) -> tuple[int, ...] | None:
+    """(1, 26, 8) from `go env GOVERSION` (go1.26.8, go1.27rc1), None when it says something else."""
+    result = subprocess.run([go, "env", "GOVERSION"], text=True, capture_output=True, check=False)
+    match = re.match(r"go(\d+)\.(\d+)(?:\.(\d+))?", result.stdout.strip())
+    if result.returncode != 0 or match is None:
+        return None
+    return tuple(int(n) for n in match.groups(default="0"))
+
+
+def go_toolchain_problem(versions: dict) -> str | None:
+    """One line naming what is wrong with the machine's Go toolchain, or None."""
+    minimum = versions["go_toolchain"]["minimum"]
+    how = f"install Go >= {minimum} (https://go.dev/doc/install; Debian 12's golang is too old) and run again"
+    go = shutil.which("go")
+    if go is None:
+        return f"no Go toolchain on PATH: the control plane, Helm and kwok are built from the Go module proxy; {how}"
+    have = go_version(go)
+    wanted = tuple(int(n) for n in minimum.split("."))
+    if have is None or have[: len(wanted)] < wanted:
+        found = ".".join(map(str, have)) if have else "an unknown version"
+        return f"{go} is Go {found}, the [go] programs need Go >= {minimum}; {how}"
+    return None
+
+
+def step_system(versions: dict) -> str:
+    """Check versions.toml [apt] and the Go toolchain; install the packages when allowed."""
+    packages = list(apt_packages(versions))
+    try:
+        missing = missing_packages(packages, dpkg_status(packages))
+    except FileNotFoundError as error:
+        raise BootstrapError(
+            f"no dpkg-query: the machine is expected to be Debian 12; install the equivalents of {' '.join(packages)}"
+        ) from error
+    problems = []
+    if missing:
+        prefix = install_prefix()
+        if prefix is None:
+            how = "run: sudo " if shutil.which("sudo") else "as root run: "
+            problems.append(f"missing Debian packages {', '.join(missing)}; {how}{apt_install_command(missing)}")
+        else:
+            env = {"DEBIAN_FRONTEND": "noninteractive"}
+            with progress(f"installing {' '.join(missing)} with apt-get", f"installed {len(missing)} packages"):
+                run([*prefix, "apt-get", "update", "-qq"], env=env)
+                run([*prefix, *apt_install_command(missing).split(), "-qq"], env=env)
+            still = missing_packages(packages, dpkg_status(packages))
+            if still:
+                problems.append(f"apt-get left {', '.join(still)} uninstalled; run: {apt_install_command(still)}")
+    go_problem = go_toolchain_problem(versions)
+    if go_problem:
+        problems.append(go_problem)
+    if problems:
+        raise BootstrapError("\n".join(problems))
+    state = f"installed {' '.join(missing)}; " if missing else ""
+    return f"{state}{len(packages)} Debian packages and Go >= {versions['go_toolchain']['minimum']} present"
 
 
 # --- Python tools -------------------------------------------------------------------------
@@ -93,19 +250,22 @@ def venv_folder(versions: dict) -> Path:
 
 def step_venv(versions: dict) -> str:
     folder = venv_folder(versions)
-    if not is_complete(folder):
-        started = time.monotonic()
-        shutil.rmtree(folder, ignore_errors=True)
-        log(f"creating virtualenv {folder}")
+    with cache_lock(folder):
+        state = "cached" if is_complete(folder) else install_venv(folder, versions)
+    link(folder, TOOLCHAIN / "venv")
+    return f"{state} {folder.name}"
+
+
+def install_venv(folder: Path, versions: dict) -> str:
+    started = time.monotonic()
+    shutil.rmtree(folder, ignore_errors=True)
+    count = len(versions["python"])
+    with progress(f"installing {count} Python packages into {folder}", f"installed {folder.name}"):
         run([sys.executable, "-m", "venv", str(folder)])
         requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
         run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *requirements])
-        mark_complete(folder, started)
-        state = "installed"
-    else:
-        state = "cached"
-    link(folder, TOOLCHAIN / "venv")
-    return f"{state} {folder.name}"
+    mark_complete(folder, started)
+    return "installed"
 
 
 # --- Ansible collections ------------------------------------------------------------------
@@ -155,7 +315,10 @@ def step_collections(versions: dict) -> str:
             .strip()
             .splitlines()[-1]
         )
-        with tempfile.TemporaryDirectory() as tmp:
+        with (
+            progress(f"gathering {len(pins)} collections", f"gathered {folder.name}"),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             sources = [bundled, offline_wheel_collections(versions, Path(tmp))]
             for name, wanted in pins.items():
                 namespace, collection = name.split(".")
@@ -343,34 +506,41 @@ GO_TOOLS: dict[str, tuple[Callable[[Path, dict], None], list[str]]] = {
 
 
 def step_go(versions: dict, tools: list[str] | None = None) -> str:
-    if shutil.which("go") is None:
-        raise BootstrapError(
-            "no Go toolchain on PATH: the control plane, Helm and kwok are built from the Go module "
-            "proxy; install Go >= 1.26 (https://go.dev/doc/install, or `apt-get install golang` "
-            "where it is new enough) and run again"
-        )
+    problem = go_toolchain_problem(versions)
+    if problem:
+        raise BootstrapError(problem)
     report = []
-    for name, (builder, binaries) in GO_TOOLS.items():
+    for name, (_, binaries) in GO_TOOLS.items():
         if tools and name not in tools:
             continue
         folder = go_tool_dir(name, versions)
-        if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
-            report.append(f"{folder.name} cached")
-        else:
-            started = time.monotonic()
-            log(f"building {folder.name} from the Go module proxy")
-            (folder / COMPLETE_MARK).unlink(missing_ok=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            builder(folder, versions)
-            missing = [b for b in binaries if not (folder / "bin" / b).is_file()]
-            if missing:
-                raise BootstrapError(f"{folder.name}: build left no {', '.join(missing)}")
-            shutil.rmtree(folder / "src", ignore_errors=True)
-            mark_complete(folder, started)
-            report.append(f"{folder.name} built in {time.monotonic() - started:.0f}s")
+        with cache_lock(folder):
+            report.append(build_go_tool(name, folder, versions))
         for binary in binaries:
             link(folder / "bin" / binary, TOOLCHAIN / "bin" / binary)
     return "; ".join(report)
+
+
+def build_go_tool(name: str, folder: Path, versions: dict) -> str:
+    """Build one Go program into its cache folder unless it is there (call under cache_lock)."""
+    builder, binaries = GO_TOOLS[name]
+    if is_complete(folder) and all((folder / "bin" / b).is_file() for b in binaries):
+        return f"{folder.name} cached"
+    started = time.monotonic()
+    version = versions["go"][GO_TOOL_KEYS[name]]
+    (folder / COMPLETE_MARK).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with progress(
+        f"building {name} {version} ({', '.join(binaries)}) from the Go module proxy",
+        f"built {name} {version}",
+    ):
+        builder(folder, versions)
+    missing = [b for b in binaries if not (folder / "bin" / b).is_file()]
+    if missing:
+        raise BootstrapError(f"{folder.name}: build left no {', '.join(missing)}")
+    shutil.rmtree(folder / "src", ignore_errors=True)
+    mark_complete(folder, started)
+    return f"{folder.name} built in {duration(time.monotonic() - started)}"
 
 
 # Go modules the tests read files from (schemas, CRDs): versions.toml [go] key -> module path.
@@ -382,8 +552,9 @@ GO_MODULES = {
 
 def step_modules(versions: dict) -> str:
     """Put the modules in the Go module cache; `go mod download` is a no-op when they are there."""
-    if shutil.which("go") is None:
-        raise BootstrapError("no Go toolchain on PATH: install Go >= 1.26 (https://go.dev/doc/install)")
+    problem = go_toolchain_problem(versions)
+    if problem:
+        raise BootstrapError(problem)
     fetched = []
     with tempfile.TemporaryDirectory() as tmp:
         for key, module in GO_MODULES.items():
@@ -402,11 +573,10 @@ def step_tools(versions: dict) -> str:
         else:
             started = time.monotonic()
             shutil.rmtree(folder, ignore_errors=True)
-            log(f"creating {folder.name}")
-            run([sys.executable, "-m", "venv", str(folder)])
-            run(
-                [str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", f"{name}=={version}"]
-            )
+            with progress(f"installing {name} {version} into {folder}", f"installed {name} {version}"):
+                run([sys.executable, "-m", "venv", str(folder)])
+                pip = str(folder / "bin" / "pip")
+                run([pip, "install", "--quiet", "--disable-pip-version-check", f"{name}=={version}"])
             mark_complete(folder, started)
             report.append(f"{folder.name} installed")
         link(folder / "bin" / name, TOOLCHAIN / "bin" / name)
@@ -414,6 +584,7 @@ def step_tools(versions: dict) -> str:
 
 
 STEPS: dict[str, Callable[[dict], str]] = {
+    "system": step_system,
     "venv": step_venv,
     "collections": step_collections,
     "tools": step_tools,
@@ -450,9 +621,10 @@ def main(argv: list[str] | None = None) -> int:
             result = step_go(versions, args.tool) if step == "go" else STEPS[step](versions)
             log(f"{step}: {result}")
         except BootstrapError as error:
-            print(f"bootstrap: {step}: {error}", file=sys.stderr)
+            for line in str(error).splitlines():
+                print(f"bootstrap: {step}: {line}", file=sys.stderr)
             return 1
-    log(f"done in {time.monotonic() - started:.1f}s; put {TOOLCHAIN / 'bin'} first on PATH")
+    log(f"done in {duration(time.monotonic() - started)}; put {TOOLCHAIN / 'bin'} first on PATH")
     return 0
 
 

@@ -79,14 +79,18 @@ def failure_messages(result: subprocess.CompletedProcess) -> list[str]:
     return [m.strip() for m in re.findall(r"^\[ERROR\]: Task failed: (?:Action failed: )?(.+)$", text, re.MULTILINE)]
 
 
-def load_filter_plugin(name: str):
-    """Import a filter plugin module of plugins/filter by file name, as Ansible does."""
-    import importlib.util
+def load_plugin(kind: str, name: str):
+    """Import a plugin of the collection (plugins/<kind>/<name>.py) by its collection path, as
+    Ansible does: ansible_collections.openpolicy.deploy resolves through .collections/ (the
+    link to this checkout that pyproject.toml puts on the tests' path)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "plugins" / "filter" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"ansible_collections.openpolicy.deploy.plugins.{kind}.{name}")
+
+
+def load_filter_plugin(name: str):
+    """Import a filter plugin module of plugins/filter."""
+    return load_plugin("filter", name)
 
 
 class Kube:

@@ -21,22 +21,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets as random
 import string
 from typing import Any
-from urllib.parse import quote
 
-# Catalog `secrets:` entry -> the keys of the service's Secret that carry it (the chart reads
-# the Secret by these keys, see plugins/filter/openpolicy_releases.py SECRET_ENV).
-SECRET_KEYS = {
-    "database_password": ["database_url"],
-    "redis_password": ["redis_url"],
-    "jwt_signing_key": ["jwt_signing_key", "jwt_public_keys"],
-    "smtp_password": ["smtp_password"],
-    "slack_webhook_url": ["slack_webhook_url"],
-}
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
+
 MONITORING_USERS = ["postgres_exporter", "redis_exporter", "grafana_admin"]
 ALPHABET = string.ascii_letters + string.digits
 
@@ -160,84 +151,6 @@ def weak_secrets(values: dict, required: list[dict], min_length: int = 16) -> li
     return lines
 
 
-def secret_keys(catalog: dict, name: str) -> list[str]:
-    """The keys of ``<name>-secrets``: exactly what the service's catalog `secrets:` need."""
-    for service in catalog["services"]:
-        if service["name"] == name:
-            return sorted({key for entry in service.get("secrets") or [] for key in SECRET_KEYS.get(entry, [])})
-    raise ValueError(f"service {name!r} is not in the catalog")
-
-
-def service_secrets(catalog: dict, names: list[str], values: dict, endpoints: dict, labels: dict) -> list[dict]:
-    """One Secret ``<service>-secrets`` per service that has secrets, with exactly its keys.
-
-    ``endpoints``: database_host, database_port, database, database_sslmode, redis_host, redis_port.
-    The PostgreSQL login role is named after the service's schema, the Redis ACL user after the
-    service with "_" (roles/postgresql, roles/redis). Values are base64 `data`, as the API returns
-    them, with the checksum of the data as the annotation openpolicy.dev/secret-checksum."""
-    catalog, values, endpoints = _plain(catalog), _plain(values) or {}, _plain(endpoints)
-    by_name = {s["name"]: s for s in catalog["services"]}
-    out = []
-    for name in names:
-        keys = secret_keys(catalog, name)
-        if not keys:
-            continue
-        service = by_name[name]
-        data: dict[str, str] = {}
-        for key in keys:
-            if key == "database_url":
-                role = service.get("schema") or name
-                secret = quote(str(values["vault_database_passwords"][name]), safe="")
-                data[key] = (
-                    f"postgresql://{role}:{secret}@{endpoints['database_host']}:{endpoints['database_port']}"
-                    f"/{endpoints['database']}?sslmode={endpoints.get('database_sslmode', 'require')}"
-                )
-            elif key == "redis_url":
-                secret = quote(str(values["vault_redis_passwords"][name]), safe="")
-                user = name.replace("-", "_")
-                data[key] = f"redis://{user}:{secret}@{endpoints['redis_host']}:{endpoints['redis_port']}/0"
-            elif key == "jwt_signing_key":
-                data[key] = values["vault_jwt_signing_key"]
-            elif key == "jwt_public_keys":
-                data[key] = "".join(
-                    k if k.endswith("\n") else k + "\n"
-                    for k in (values["vault_jwt_public_key"], values.get("vault_jwt_previous_public_key") or "")
-                    if k
-                )
-            else:
-                data[key] = str(values[f"vault_{key}"])
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}
-        out.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
-                    "name": f"{name}-secrets",
-                    "labels": {**(_plain(labels) or {}), "openpolicy.dev/service": name},
-                    "annotations": {"openpolicy.dev/secret-checksum": data_checksum(encoded)},
-                },
-                "data": encoded,
-            }
-        )
-    return out
-
-
-def data_checksum(data: dict) -> str:
-    """sha256 of a Secret's base64 data: the chart's secretChecksum (same as the deploy's)."""
-    return hashlib.sha256(json.dumps(_plain(data), sort_keys=True).encode()).hexdigest()
-
-
-def secret_checksums(secrets: list[dict]) -> dict[str, str]:
-    """{service: checksum} of the Secrets service_secrets() built."""
-    return {
-        s["metadata"]["labels"]["openpolicy.dev/service"]: s["metadata"]["annotations"][
-            "openpolicy.dev/secret-checksum"
-        ]
-        for s in _plain(secrets)
-    }
-
-
 def secret_values(values: dict) -> list[str]:
     """Every leaf value of the vault (strings), for the tests' leak checks and no_log audits."""
     out: list[str] = []
@@ -308,9 +221,9 @@ class FilterModule:
             "openpolicy_missing_secrets": missing_secrets,
             "openpolicy_generate_secrets": generate_secrets,
             "openpolicy_weak_secrets": weak_secrets,
-            "openpolicy_service_secret_keys": secret_keys,
-            "openpolicy_service_secrets": service_secrets,
-            "openpolicy_service_secret_checksums": secret_checksums,
+            "openpolicy_service_secret_keys": platform.secret_keys,
+            "openpolicy_service_secrets": platform.service_secrets,
+            "openpolicy_service_secret_checksums": platform.secret_checksums,
             "openpolicy_secret_values": secret_values,
             "openpolicy_merge_secrets": merge_values,
             "openpolicy_scram_verifier": scram_verifier,

@@ -51,3 +51,14 @@ def go_tool_dir(name: str, versions: dict | None = None) -> Path:
     """The cache folder of one Go program, keyed by its pinned version."""
     versions = versions or load_versions()
     return CACHE_ROOT / f"{name}-{versions['go'][GO_TOOL_KEYS[name]]}"
+
+
+def apt_packages(versions: dict | None = None) -> dict[str, str]:
+    """The Debian packages the machine needs: {package: why}, in versions.toml's order."""
+    versions = versions or load_versions()
+    return dict(versions["apt"])
+
+
+def apt_install_command(packages: list[str] | dict[str, str]) -> str:
+    """The one line that installs `packages` (the README prints it for every package)."""
+    return "apt-get install -y --no-install-recommends " + " ".join(packages)

@@ -1,8 +1,8 @@
 """Podman host images for Molecule and the local inventory: flavors, input hashes, builds.
 
 An image flavor is a parent image plus a list of Debian packages installed on top of it. The
-`base` flavor has no parent: it is a debootstrap rootfs imported into podman. Each flavor is
-tagged twice:
+`systemd` flavor has no parent: it is a debootstrap rootfs imported into podman with systemd
+and sshd added. Every flavor boots systemd as PID 1. Each flavor is tagged twice:
 
     localhost/openpolicy-host:<flavor>-<hash>   pinned: hash of everything that went into it
     localhost/openpolicy-host:<flavor>          moving alias to the newest build
@@ -37,23 +37,47 @@ SUITE = "bookworm"
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 IMAGE_CACHE = CACHE_ROOT / "images"
 # Bump when the build procedure itself changes in a way the flavor definitions do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 LABEL_FLAVOR = "openpolicy.dev/image-flavor"
 LABEL_HASH = "openpolicy.dev/image-hash"
 BUILD_CONTAINER_PREFIX = "openpolicy-image-build-"
 
+# Every host is a systemd host reached over SSH, as real database hosts are: systemd is PID 1
+# and openssh-server is installed but disabled, so that roles/podman_hosts starts it only
+# after it has written the host's own port, ListenAddress and login rules, and each container
+# makes its own host keys (the image carries none).
+# What debootstrap puts in the rootfs; the root flavor's own packages go on top with apt.
+ROOTFS_PACKAGES = (
+    "python3",
+    # Ansible's apt module needs it for check mode (and installs it otherwise).
+    "python3-apt",
+    "sudo",
+    "ca-certificates",
+)
+HOST_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+)
 DB_PACKAGES = (
     "postgresql-15",
     "postgresql-contrib",
     "pgbackrest",
     "redis-server",
-    "cron",
     "python3-psycopg2",
     "acl",
 )
-# Services the db packages install: the image ships them stopped and disabled, so that the
-# roles that own them (PostgreSQL, Redis, backups) decide when they start.
-DB_SERVICES = ("postgresql", "redis-server", "cron")
+# Services the packages install: the image ships them disabled, so that the roles that own
+# them (podman_hosts for sshd, PostgreSQL, Redis) decide when they start.
+HOST_SERVICES = ("ssh",)
+DB_SERVICES = ("postgresql", "redis-server")
+
+# No host key and no PostgreSQL cluster baked in: each container makes its own host keys
+# (roles/podman_hosts), and roles/postgresql initialises the host's cluster, so two db hosts
+# never share a system identifier. Debian's postgresql-common makes 15/main at install.
+_DROP_HOST_KEYS = "rm -f /etc/ssh/ssh_host_*"
+_DROP_MAIN_CLUSTER = "if [ -d /etc/postgresql/15/main ]; then pg_dropcluster 15 main; fi"
 
 # Keeps package maintainer scripts from starting services while the image is built.
 _POLICY_RC = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d"
@@ -66,51 +90,42 @@ class ImageError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Flavor:
-    """One image: `packages` installed on top of `parent` (or on a debootstrap rootfs)."""
+    """One image: `packages` installed on top of `parent` (or on a debootstrap rootfs).
+
+    Every flavor boots systemd as PID 1 (`podman run --systemd=always IMAGE /sbin/init`).
+    """
 
     name: str
     parent: str | None
     packages: tuple[str, ...]
     description: str
-    systemd: bool = False
     disable_services: tuple[str, ...] = ()
+    # Shell lines run last, after the packages are in (cleanup of what must not be shared).
+    finish: tuple[str, ...] = ()
 
     @property
     def command(self) -> tuple[str, ...]:
-        return ("/sbin/init",) if self.systemd else ("/bin/bash",)
+        return ("/sbin/init",)
 
 
 FLAVORS: dict[str, Flavor] = {
     flavor.name: flavor
     for flavor in (
         Flavor(
-            name="base",
-            parent=None,
-            # python3-apt: Ansible's apt module needs it for check mode (and installs it otherwise).
-            packages=("python3", "python3-apt", "sudo", "ca-certificates"),
-            description="Debian 12 minbase with python3, python3-apt, sudo, ca-certificates; for plain hosts",
-        ),
-        Flavor(
             name="systemd",
-            parent="base",
-            packages=("systemd", "systemd-sysv", "dbus"),
-            description="base + systemd as PID 1 (run with --systemd=always /sbin/init)",
-            systemd=True,
+            parent=None,
+            packages=HOST_PACKAGES,
+            description="Debian 12 minbase with python3, sudo; systemd as PID 1; sshd (disabled, no host keys)",
+            disable_services=HOST_SERVICES,
+            finish=(_DROP_HOST_KEYS,),
         ),
         Flavor(
             name="db",
             parent="systemd",
             packages=DB_PACKAGES,
-            description="systemd + PostgreSQL 15, pgBackRest, Redis, cron (services disabled)",
-            systemd=True,
+            description="systemd + PostgreSQL 15 (no cluster), pgBackRest, Redis (services disabled)",
             disable_services=DB_SERVICES,
-        ),
-        Flavor(
-            name="db-plain",
-            parent="base",
-            packages=DB_PACKAGES,
-            description="base + the db packages, no systemd (services stopped)",
-            disable_services=DB_SERVICES,
+            finish=(_DROP_MAIN_CLUSTER,),
         ),
     )
 }
@@ -147,15 +162,12 @@ def build_order(requested: Sequence[str], flavors: Mapping[str, Flavor] = FLAVOR
 def step_script(flavor: Flavor) -> str:
     """Return the shell run inside a container of the parent image to make this flavor."""
     lines = ["set -eu", "export DEBIAN_FRONTEND=noninteractive", _POLICY_RC, "apt-get update -q"]
-    if flavor.parent is not None:
-        lines.append(f"{_APT_INSTALL} {' '.join(sorted(flavor.packages))}")
+    lines.append(f"{_APT_INSTALL} {' '.join(sorted(flavor.packages))}")
     for service in flavor.disable_services:
         # systemctl enable/disable work on unit files without a running systemd.
-        if flavor.systemd:
-            lines.append(f"systemctl disable {service}.service >/dev/null 2>&1 || true")
-        else:
-            lines.append(f"service {service} stop >/dev/null 2>&1 || true")
-    lines += ["rm -f /usr/sbin/policy-rc.d", "apt-get clean", "rm -rf /var/cache/apt/*.bin /tmp/* /var/tmp/*"]
+        lines.append(f"systemctl disable {service}.service >/dev/null 2>&1 || true")
+    lines += [*flavor.finish, "rm -f /usr/sbin/policy-rc.d", "apt-get clean"]
+    lines.append("rm -rf /var/cache/apt/*.bin /tmp/* /var/tmp/*")
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +192,7 @@ def flavor_hash(
         "parent": parent_hash,
         # Only the rootfs carries the apt sources; children inherit them through parent_hash.
         "sources": sources_text if flavor.parent is None else None,
+        "rootfs": sorted(ROOTFS_PACKAGES) if flavor.parent is None else None,
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return digest[:12]
@@ -206,11 +219,11 @@ def mirror_from_sources(sources_text: str, suite: str = SUITE) -> str:
     raise ImageError(f"no apt source for suite {suite!r} in the host's {HOST_SOURCES}")
 
 
-def debootstrap_command(flavor: Flavor, target: Path, mirror: str, suite: str = SUITE) -> list[str]:
+def debootstrap_command(target: Path, mirror: str, suite: str = SUITE) -> list[str]:
     return [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(sorted(flavor.packages))}",
+        f"--include={','.join(sorted(ROOTFS_PACKAGES))}",
         suite,
         str(target),
         mirror,
@@ -224,8 +237,8 @@ def image_changes(flavor: Flavor, digest: str) -> list[str]:
         f"LABEL {LABEL_FLAVOR}={flavor.name}",
         f"LABEL {LABEL_HASH}={digest}",
     ]
-    if flavor.systemd:
-        changes.append("STOPSIGNAL SIGRTMIN+3")
+    # systemd shuts down on SIGRTMIN+3, not on podman's default SIGTERM.
+    changes.append("STOPSIGNAL SIGRTMIN+3")
     return changes
 
 
@@ -285,7 +298,7 @@ def unmount_below(directory: Path) -> None:
 
 
 def rootfs_tarball(flavor: Flavor, digest: str, sources_text: str) -> Path:
-    """Return the cached debootstrap rootfs tarball for `base`, making it when absent."""
+    """Return the cached debootstrap rootfs tarball of the root flavor, making it when absent."""
     tarball = IMAGE_CACHE / f"rootfs-{SUITE}-{flavor.name}-{digest}.tar"
     if tarball.exists():
         return tarball
@@ -293,7 +306,7 @@ def rootfs_tarball(flavor: Flavor, digest: str, sources_text: str) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="rootfs-", dir=IMAGE_CACHE))
     target = workdir / "root"
     try:
-        run(debootstrap_command(flavor, target, mirror_from_sources(sources_text)))
+        run(debootstrap_command(target, mirror_from_sources(sources_text)))
         sources_dir = target / "etc/apt/sources.list.d"
         sources_dir.mkdir(parents=True, exist_ok=True)
         (sources_dir / HOST_SOURCES.name).write_text(sources_text)

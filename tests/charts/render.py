@@ -1,8 +1,8 @@
 """Render the OpenPolicy charts with the real helm binary.
 
-The values of every service in every environment are built here from the project's catalog
-(catalog/services.yml) the way the inventory builds them, with test stand-ins where the
-catalog has no answer (image version, database addresses). Entry points:
+The values of every service in every environment come from the toolkit's own mapping
+(plugins/module_utils/catalog.py) applied to the project's catalog (catalog/services.yml), with
+test stand-ins for what an inventory would set (image version, database addresses). Entry points:
 
 - ``render_all()``: every service for every environment plus each environment's baseline;
   returns {(environment, release): [manifest, ...]} (the e2e dry run uses it);
@@ -13,7 +13,6 @@ catalog has no answer (image version, database addresses). Entry points:
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import shutil
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
@@ -44,18 +44,6 @@ TEST_DB_CIDRS = {
 }
 # The local cluster's simulated nodes carry this taint.
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}
-# Environment variables whose values carry credentials: they come from the Secret, by key.
-SECRET_ENV = {
-    "DATABASE_URL": "database_url",
-    "REDIS_URL": "redis_url",
-    "CELERY_BROKER_URL": "redis_url",
-    "CELERY_RESULT_BACKEND": "redis_url",
-    "JWT_SECRET": "jwt_signing_key",
-}
-SECRET_KEY_ENV = {
-    "smtp_password": "SMTP_PASSWORD",
-    "slack_webhook_url": "SLACK_WEBHOOK_URL",
-}
 # Sample non-secret settings for the catalog's env names; others get no value here.
 CONFIG_SAMPLES = {
     "LOG_LEVEL": "info",
@@ -154,87 +142,36 @@ def helm_template(
     return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
 
 
-def _callers(name: str) -> list[str]:
-    return [s["name"] for s in catalog()["services"] if name in (s.get("calls") or []) and s["name"] != "api-gateway"]
-
-
-def _port(name: str) -> int:
-    return next(s["port"] for s in catalog()["services"] if s["name"] == name)
-
-
-def service_values(name: str, environment: str) -> dict:
-    """The values the inventory gives the release of one service in one environment."""
+def settings(name: str, environment: str) -> dict:
+    """The inventory settings of one service in one environment, with the test stand-ins: what
+    roles/service_releases hands module_utils/catalog.py (service_settings) in that environment."""
     service = next(s for s in catalog()["services"] if s["name"] == name)
-    infra = catalog()["infrastructure"]
-    needs = service.get("needs") or []
-    production = environment == "production"
     scaled = environment in ("staging", "production") and service.get("autoscaling")
-    env_names = service.get("env") or []
-    secret_env = {var: key for var, key in SECRET_ENV.items() if var in env_names}
-    for key in service.get("secrets") or []:
-        if key in SECRET_KEY_ENV:
-            secret_env[SECRET_KEY_ENV[key]] = key
-    config = {var: CONFIG_SAMPLES[var] for var in env_names if var in CONFIG_SAMPLES}
-    for called in service.get("calls") or []:
-        var = called.upper().replace("-", "_") + "_URL"
-        if var in env_names:
-            config[var] = f"http://{called}:{_port(called)}"
-    values: dict = {
-        "service": {"name": name, "tier": service["tier"], "port": service["port"]},
+    out = {
         "environment": environment,
-        "image": {"repository": f"ghcr.io/openpolicy/{name}", "tag": TEST_IMAGE_TAG},
-        "replicaCount": 1 if environment in ("local", "dev") else 2,
-        "resources": copy.deepcopy(service["resources"]),
-        "callers": _callers(name),
-        "calls": [{"name": called, "port": _port(called)} for called in service.get("calls") or []],
-        "database": {
-            "enabled": "postgresql" in needs,
-            "port": infra["postgresql"]["port"],
-            "cidrs": [TEST_DB_CIDRS[environment]] if "postgresql" in needs else [],
-        },
-        "redis": {
-            "enabled": "redis" in needs,
-            "port": infra["redis"]["port"],
-            "cidrs": [TEST_DB_CIDRS[environment]] if "redis" in needs else [],
-        },
-        "externalHttps": {"enabled": "https" in (service.get("external_egress") or [])},
-        "config": config,
-        "existingSecret": f"{name}-secrets" if secret_env else "",
-        "secretEnv": secret_env,
-        "migration": {
-            "enabled": bool(service.get("migration")),
-            "command": ["openpolicy-migrate"],
-            "args": ["upgrade", "head"],
-        },
-        "cronJobs": [
-            {"name": job["name"], "schedule": job["cron"], "args": ["scrape", job["name"]]}
-            for job in service.get("schedules") or []
-        ],
-        "monitoring": {
-            "serviceMonitor": {"enabled": environment != "local"},
-            "prometheusRule": {"enabled": environment != "local"},
-        },
+        "version": TEST_IMAGE_TAG,
+        "replicas": 1 if environment in ("local", "dev") else 2,
+        "config": CONFIG_SAMPLES,
+        "database_cidrs": [TEST_DB_CIDRS[environment]],
+        "redis_cidrs": [TEST_DB_CIDRS[environment]],
+        "monitoring": environment != "local",
+        "ingress_host": f"api.{environment}.openpolicy.example",
+        "ingress_tls_secret": "" if environment == "local" else "api-gateway-tls",
+        "tolerations": [KWOK_TOLERATION] if environment == "local" else [],
     }
     if scaled:
         target = service["autoscaling"]["production"]
-        values["autoscaling"] = {
-            "enabled": True,
-            "minReplicas": target["min"],
-            "maxReplicas": target["max"] if production else min(target["max"], 4),
-            "targetCPUUtilizationPercentage": target["cpu_pct"],
-            "targetMemoryUtilizationPercentage": target["memory_pct"],
-        }
-        if not production:
-            values["autoscaling"]["minReplicas"] = min(2, values["autoscaling"]["maxReplicas"])
-    if service.get("public"):
-        values["ingress"] = {
-            "enabled": True,
-            "className": "nginx",
-            "host": f"api.{environment}.openpolicy.example",
-            "tlsSecretName": "" if environment == "local" else "api-gateway-tls",
-        }
-    if environment == "local":
-        values["tolerations"] = [KWOK_TOLERATION]
+        maximum = target["max"] if environment == "production" else min(target["max"], 4)
+        minimum = target["min"] if environment == "production" else min(2, maximum)
+        out["autoscaling"] = {"min": minimum, "max": maximum}
+    return out
+
+
+def service_values(name: str, environment: str) -> dict:
+    """The values the inventory gives the release of one service in one environment: the
+    toolkit's own mapping (module_utils/catalog.py), without a Secret's checksum."""
+    values = platform.service_values(catalog(), name, settings(name, environment))
+    values.pop("secretChecksum")
     return values
 
 
@@ -295,12 +232,5 @@ def render_all(monitoring: bool | None = None) -> dict[tuple[str, str], list[dic
         return {key: future.result() for key, future in futures.items()}
 
 
-def merge(base: dict, extra: dict) -> dict:
-    """Deep merge, extra wins; lists are replaced, not appended."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+# Deep merge, extra wins; lists are replaced (the toolkit's own, for overrides in tests).
+merge = platform.merge

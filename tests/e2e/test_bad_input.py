@@ -20,6 +20,13 @@ CASES = {
         "k8s_cluster_kubeconfig",
     ),
     "unknown host flavor": ({"podman_host_flavor": "ubuntu"}, "podman_host_flavor"),
+    # More cases, pure Python, in tests/unit/test_inputs.py; these prove nothing starts.
+    "typo in a service's settings": (
+        {"service_releases_service_settings": {"auth-service": {"replicsa": 3}}},
+        "service_releases_service_settings.auth-service.replicsa",
+    ),
+    "services of commas only": ({"services": ",,,"}, "services"),
+    "nodes spelled out": ({"k8s_cluster_nodes": "three"}, "k8s_cluster_nodes"),
 }
 
 

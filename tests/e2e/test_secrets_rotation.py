@@ -26,6 +26,7 @@ pytestmark = pytest.mark.cluster
 DB_HOST = "openpolicy-e2e-secrets-db1"
 PG_PORT = 59432
 REDIS_PORT = 59379
+SSH_PORT = 52209
 # Not test_secrets.py's namespace: that one may still be terminating when this module starts.
 NAMESPACE = "openpolicy-e2e-rotation"
 
@@ -34,7 +35,8 @@ class RotationEnv(SecretsEnv):
     def __init__(self, root: Path, kube: Kube, cluster_vars: dict):
         super().__init__(root, kube, cluster_vars)
         hosts = self.inventory / "hosts.yml"
-        hosts.write_text(hosts.read_text().replace("openpolicy-local-db1", DB_HOST))
+        # A host and SSH port of its own: a `make up` environment's db host keeps 52201.
+        hosts.write_text(hosts.read_text().replace("openpolicy-local-db1", DB_HOST).replace("52201", str(SSH_PORT)))
         self.db_vars = {
             "postgresql_port": PG_PORT,
             "redis_port": REDIS_PORT,

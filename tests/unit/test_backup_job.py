@@ -1,4 +1,5 @@
-"""Unit tests of scripts/backup_job.py: lock, metrics, exit codes and the log line.
+"""Unit tests of roles/pgbackrest/files/backup_job.py (the role's job runner): lock, metrics, exit
+codes and the log line.
 
 The runner is started as a process against a named fake: tests/unit's `fake_pgbackrest`
 fixture writes a `pgbackrest` script first on PATH that records its arguments and behaves as
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-RUNNER = Path(__file__).resolve().parents[2] / "scripts" / "backup_job.py"
+RUNNER = Path(__file__).resolve().parents[2] / "roles" / "pgbackrest" / "files" / "backup_job.py"
 
 # The fake: behaviour from FAKE_PGBACKREST_MODE, arguments appended to FAKE_PGBACKREST_CALLS.
 FAKE_PGBACKREST = """#!/usr/bin/env python3

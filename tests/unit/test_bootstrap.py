@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
+import bootstrap
 from openpolicy_tools import pins
 from tests.helpers import REPO, toolchain_env
 
@@ -107,3 +110,172 @@ def test_bootstrap_explains_a_missing_go_toolchain(tmp_path):
 def test_pins_are_tomllib_readable_without_any_package():
     with (REPO / "versions.toml").open("rb") as handle:
         assert tomllib.load(handle)["go"]["kubernetes"].startswith("v1.36.")
+
+
+# --- The system step: versions.toml [apt] and the Go toolchain, checked before any build ----
+
+APT = pins.apt_packages()
+ALL_INSTALLED = "".join(f"{name} install ok installed\n" for name in APT)
+
+
+def dpkg_without(*absent: str) -> str:
+    """dpkg-query's output when `absent` are not installed (one removed, the rest never were)."""
+    lines = [f"{name} install ok installed" for name in APT if name not in absent]
+    if absent:
+        lines.append(f"{absent[0]} deinstall ok config-files")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A fake machine: dpkg-query's answers in turn, the user id, sudo, and the commands run."""
+    state = {"dpkg": [ALL_INSTALLED], "euid": 1000, "sudo": False, "ran": []}
+
+    def dpkg_status(packages):
+        assert packages == list(APT)
+        return state["dpkg"].pop(0) if len(state["dpkg"]) > 1 else state["dpkg"][0]
+
+    def run(cmd, cwd=None, env=None):
+        state["ran"].append(cmd)
+        assert env == {"DEBIAN_FRONTEND": "noninteractive"}
+        return ""
+
+    monkeypatch.setattr(bootstrap, "dpkg_status", dpkg_status)
+    monkeypatch.setattr(bootstrap, "run", run)
+    monkeypatch.setattr(bootstrap.os, "geteuid", lambda: state["euid"])
+    monkeypatch.setattr(bootstrap, "passwordless_sudo", lambda: state["sudo"])
+    monkeypatch.setattr(bootstrap, "go_toolchain_problem", lambda versions: state.get("go"))
+    return state
+
+
+def test_every_apt_package_says_why_it_is_needed():
+    assert len(APT) >= 15
+    for name, why in APT.items():
+        assert name == name.lower() and " " not in name, name
+        assert len(why) > 10, f"[apt] {name}: say why it is needed"
+
+
+def test_the_system_check_comes_before_any_build():
+    assert next(iter(bootstrap.STEPS)) == "system"
+
+
+def test_dpkg_output_names_what_is_missing_in_list_order():
+    status = dpkg_without("runc", "prometheus")
+    assert bootstrap.missing_packages(list(APT), status) == ["runc", "prometheus"]
+    assert bootstrap.missing_packages(list(APT), ALL_INSTALLED) == []
+    assert bootstrap.missing_packages(["podman"], "podman:amd64 install ok installed\n") == []
+
+
+def test_nothing_missing_installs_nothing(machine):
+    assert "15 Debian packages" in bootstrap.step_system(pins.load_versions())
+    assert machine["ran"] == []
+
+
+def test_root_installs_every_missing_package_in_one_apt_call(machine):
+    machine.update(euid=0, dpkg=[dpkg_without("debootstrap", "redis-tools"), ALL_INSTALLED])
+    result = bootstrap.step_system(pins.load_versions())
+    assert machine["ran"] == [
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "debootstrap", "redis-tools", "-qq"],
+    ]
+    assert result.startswith("installed debootstrap redis-tools")
+
+
+def test_passwordless_sudo_installs_through_sudo(machine):
+    machine.update(sudo=True, dpkg=[dpkg_without("podman"), ALL_INSTALLED])
+    bootstrap.step_system(pins.load_versions())
+    assert [cmd[:3] for cmd in machine["ran"]] == [["sudo", "-n", "apt-get"]] * 2
+    assert machine["ran"][1][-2:] == ["podman", "-qq"]
+
+
+def test_without_root_or_sudo_one_line_names_every_missing_package(machine):
+    machine.update(dpkg=[dpkg_without("podman", "prometheus-alertmanager", "make")])
+    with pytest.raises(bootstrap.BootstrapError) as error:
+        bootstrap.step_system(pins.load_versions())
+    assert machine["ran"] == []
+    (line,) = str(error.value).splitlines()
+    assert "missing Debian packages podman, prometheus-alertmanager, make;" in line
+    assert line.endswith("apt-get install -y --no-install-recommends podman prometheus-alertmanager make")
+
+
+def test_a_missing_go_is_named_with_the_missing_packages_at_once(machine):
+    machine.update(dpkg=[dpkg_without("git")], go="no Go toolchain on PATH: ...; install Go >= 1.26")
+    with pytest.raises(bootstrap.BootstrapError) as error:
+        bootstrap.step_system(pins.load_versions())
+    packages, go = str(error.value).splitlines()
+    assert "missing Debian packages git;" in packages
+    assert go.startswith("no Go toolchain on PATH")
+
+
+def test_packages_apt_did_not_install_are_named(machine):
+    machine.update(euid=0, dpkg=[dpkg_without("runc")])
+    with pytest.raises(bootstrap.BootstrapError, match="apt-get left runc uninstalled"):
+        bootstrap.step_system(pins.load_versions())
+
+
+@pytest.mark.parametrize(
+    ("reported", "problem"),
+    [
+        ("go1.26.8", None),
+        ("go1.27rc1", None),
+        ("devel +abc", "is Go an unknown version"),
+        ("go1.19.8", "is Go 1.19.8, the [go] programs need Go >= 1.26"),
+    ],
+)
+def test_go_older_than_the_minimum_is_named(tmp_path, monkeypatch, reported: str, problem: str | None):
+    go = tmp_path / "go"
+    go.write_text(f"#!/bin/sh\necho {reported}\n")
+    go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    found = bootstrap.go_toolchain_problem(pins.load_versions())
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found and "install Go >= 1.26" in found
+
+
+def test_readme_lists_the_apt_table_and_its_install_line():
+    readme = (REPO / "README.md").read_text()
+    assert f"sudo {pins.apt_install_command(APT)}\n" in readme
+    for name, why in APT.items():
+        assert f"| `{name}` | {why} |" in readme, f"README: no row for {name} as versions.toml [apt] has it"
+
+
+def test_ci_reads_the_packages_from_the_bootstrap_not_a_list_of_its_own():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "scripts/bootstrap.py --only system" in ci
+    assert "apt-get" not in ci and "debootstrap" not in ci
+
+
+def test_durations_read_as_a_person_would_say_them():
+    assert bootstrap.duration(4.24) == "4.2s"
+    assert bootstrap.duration(175) == "2m55s"
+    assert bootstrap.duration(3720) == "1h02m"
+
+
+def test_a_long_step_says_what_it_does_and_how_long_it_took(capsys, monkeypatch):
+    monkeypatch.setattr(bootstrap, "HEARTBEAT_SECONDS", 0.05)
+    with bootstrap.progress("building helm v4.3.1", "built helm v4.3.1"):
+        time.sleep(0.12)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "bootstrap: building helm v4.3.1 ..."
+    assert any(line.startswith("bootstrap: still building helm v4.3.1 (0.") for line in lines[1:-1])
+    assert lines[-1].startswith("bootstrap: built helm v4.3.1 in 0.")
+
+
+def test_a_second_bootstrap_waits_for_the_one_building_the_same_folder(tmp_path, capsys):
+    folder = tmp_path / "helm-v4.3.1"
+    order = []
+
+    def second() -> None:
+        with bootstrap.cache_lock(folder):
+            order.append("second builds or finds it built")
+
+    with bootstrap.cache_lock(folder):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first done")
+    thread.join()
+    assert order == ["first done", "second builds or finds it built"]
+    assert "waiting for another bootstrap that is building helm-v4.3.1" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
 
 from tests.helpers import REPO, failure_messages, run_playbook
 
@@ -82,9 +83,18 @@ def load(name: str) -> dict:
 
 
 def test_local_inventory_follows_the_catalog() -> None:
-    catalog = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())["services"]
-    expected = [{"name": s["name"], "schema": s["schema"], "needs": s["needs"]} for s in catalog]
-    assert load("postgresql.yml")["openpolicy_catalog_services"] == expected
+    """The schemas, login roles and Redis users come from the catalog through the shared layer
+    (openpolicy_platform), not from a copy of the catalog in the inventory."""
+    catalog = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
+    expected = [{"name": s["schema"], "schema": s["schema"]} for s in catalog["services"] if "postgresql" in s["needs"]]
+    derived = platform.platform_inputs(catalog)
+    assert [{k: e[k] for k in ("name", "schema")} for e in derived["postgresql_schemas"]] == expected
+    assert derived["redis_users"] == [
+        {"name": s["name"].replace("-", "_")} for s in catalog["services"] if "redis" in s["needs"]
+    ]
+    assert "openpolicy_catalog_services" not in load("postgresql.yml")
+    assert "openpolicy_platform" in load("postgresql.yml")["postgresql_service_schemas"]
+    assert "openpolicy_platform" in load("redis.yml")["redis_users"]
 
 
 def test_local_inventory_keeps_passwords_out_of_git() -> None:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
 
 from tests.charts import render
-from tests.helpers import load_filter_plugin
 
 REPO = Path(__file__).resolve().parents[2]
-filters = load_filter_plugin("openpolicy_releases")
 CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
 INVENTORIES = ["local", "sample", "dev", "staging", "production"]
 
@@ -52,7 +51,7 @@ def test_every_enabled_service_renders(inventory: str):
     namespace = f"openpolicy-{gv['openpolicy_environment']}"
 
     def one(name: str) -> list[dict]:
-        values = filters.service_values(CATALOG, name, settings(gv, name))
+        values = platform.service_values(CATALOG, name, settings(gv, name))
         return render.helm_template(render.SERVICE_CHART, name, namespace, values)
 
     render.build_dependencies()  # once, before the threads (helm dependency build is not concurrent-safe)

@@ -1,19 +1,16 @@
-"""Unit tests of roles/pgbackrest's cron expression filters (validation, systemd OnCalendar)."""
+"""Unit tests of the cron expression filters of roles/pgbackrest (plugins/filter/pgbackrest_schedule.py):
+validation, systemd OnCalendar."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "pgbackrest" / "filter_plugins" / "pgbackrest_schedule.py"
-_spec = importlib.util.spec_from_file_location("pgbackrest_schedule", PLUGIN)
-assert _spec and _spec.loader
-schedule = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(schedule)
+from tests.helpers import load_filter_plugin
+
+schedule = load_filter_plugin("pgbackrest_schedule")
 
 
 @pytest.mark.parametrize(

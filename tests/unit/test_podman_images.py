@@ -50,16 +50,14 @@ def test_hash_is_stable_and_short() -> None:
 
 def test_package_change_rekeys_the_flavor_and_its_descendants_only() -> None:
     before = hashes()
-    after = hashes(with_flavor("systemd", packages=(*podman.FLAVORS["systemd"].packages, "less")))
-    assert after["systemd"] != before["systemd"]
+    after = hashes(with_flavor("db", packages=(*podman.FLAVORS["db"].packages, "less")))
     assert after["db"] != before["db"]
-    assert after["base"] == before["base"]
-    assert after["db-plain"] == before["db-plain"]
+    assert after["systemd"] == before["systemd"]
 
 
-def test_base_package_change_rekeys_every_flavor() -> None:
+def test_root_package_change_rekeys_every_flavor() -> None:
     before = hashes()
-    after = hashes(with_flavor("base", packages=("python3", "sudo")))
+    after = hashes(with_flavor("systemd", packages=(*podman.FLAVORS["systemd"].packages, "less")))
     assert all(after[name] != before[name] for name in podman.FLAVORS)
 
 
@@ -79,12 +77,13 @@ def test_sources_and_suite_rekey_everything() -> None:
         assert other_suite[name] != before[name]
 
 
-def test_disabled_services_are_part_of_the_key() -> None:
-    assert hashes(with_flavor("db", disable_services=("cron",)))["db"] != hashes()["db"]
+def test_disabled_services_and_finish_steps_are_part_of_the_key() -> None:
+    assert hashes(with_flavor("db", disable_services=("redis-server",)))["db"] != hashes()["db"]
+    assert hashes(with_flavor("db", finish=()))["db"] != hashes()["db"]
 
 
 def test_image_references() -> None:
-    assert podman.image_ref("db-plain", "0123456789ab") == "localhost/openpolicy-host:db-plain-0123456789ab"
+    assert podman.image_ref("db", "0123456789ab") == "localhost/openpolicy-host:db-0123456789ab"
     assert podman.alias_ref("systemd") == "localhost/openpolicy-host:systemd"
 
 
@@ -92,13 +91,12 @@ def test_image_references() -> None:
 
 
 def test_lineage_is_root_first() -> None:
-    assert podman.lineage("db") == ["base", "systemd", "db"]
-    assert podman.lineage("db-plain") == ["base", "db-plain"]
-    assert podman.lineage("base") == ["base"]
+    assert podman.lineage("db") == ["systemd", "db"]
+    assert podman.lineage("systemd") == ["systemd"]
 
 
 def test_build_order_puts_parents_first_without_repeats() -> None:
-    assert podman.build_order(["db", "db-plain"]) == ["base", "systemd", "db", "db-plain"]
+    assert podman.build_order(["db"]) == ["systemd", "db"]
     everything = podman.build_order([])
     assert sorted(everything) == sorted(podman.FLAVORS)
     for name in everything:
@@ -106,21 +104,19 @@ def test_build_order_puts_parents_first_without_repeats() -> None:
         assert parent is None or everything.index(parent) < everything.index(name)
 
 
-def test_exactly_one_root_and_systemd_follows_the_parent_chain() -> None:
+def test_exactly_one_root_and_every_flavor_boots_systemd_with_sshd() -> None:
     roots = [flavor.name for flavor in podman.FLAVORS.values() if flavor.parent is None]
-    assert roots == ["base"]
+    assert roots == ["systemd"]
     for flavor in podman.FLAVORS.values():
-        if flavor.systemd and flavor.name != "systemd":
-            assert "systemd" in podman.lineage(flavor.name)
-        if not flavor.systemd:
-            assert "systemd" not in podman.lineage(flavor.name)
-    assert set(podman.FLAVORS["db"].packages) == set(podman.FLAVORS["db-plain"].packages)
+        assert flavor.command == ("/sbin/init",)
+        assert "systemd" in podman.lineage(flavor.name)
+    assert {"systemd", "systemd-sysv", "openssh-server"} <= set(podman.FLAVORS["systemd"].packages)
 
 
 def test_unknown_flavor_and_cycles_are_rejected() -> None:
     with pytest.raises(podman.ImageError, match="unknown image flavor 'nope'"):
         podman.lineage("nope")
-    looped = with_flavor("base", parent="db")
+    looped = with_flavor("systemd", parent="db")
     with pytest.raises(podman.ImageError, match="cycle"):
         podman.lineage("db", looped)
     with pytest.raises(podman.ImageError, match="cycle"):
@@ -135,17 +131,18 @@ def test_step_scripts_keep_services_from_starting_and_disable_them() -> None:
     assert db.index("policy-rc.d") < db.index("apt-get install")
     assert db.rstrip().splitlines()[-3] == "rm -f /usr/sbin/policy-rc.d"
     assert "systemctl disable postgresql.service" in db
-    plain = podman.step_script(podman.FLAVORS["db-plain"])
-    assert "systemctl" not in plain
-    assert "service postgresql stop" in plain
-    # The rootfs already holds base's packages (debootstrap --include); its step only fetches lists.
-    assert "apt-get install" not in podman.step_script(podman.FLAVORS["base"])
+    # No cluster baked in: each db host initialises its own (distinct system identifiers).
+    assert db.index("apt-get install") < db.index("pg_dropcluster 15 main")
+    # No host keys baked in and sshd off until roles/podman_hosts configures it.
+    root = podman.step_script(podman.FLAVORS["systemd"])
+    assert "systemctl disable ssh.service" in root
+    assert root.index("apt-get install") < root.index("rm -f /etc/ssh/ssh_host_*")
 
 
 def test_debootstrap_command_and_mirror() -> None:
     mirror = podman.mirror_from_sources(SOURCES)
     assert mirror == "http://deb.debian.org/debian"
-    command = podman.debootstrap_command(podman.FLAVORS["base"], Path("/tmp/root"), mirror)
+    command = podman.debootstrap_command(Path("/tmp/root"), mirror)
     assert command[:2] == ["debootstrap", "--variant=minbase"]
     assert "--include=ca-certificates,python3,python3-apt,sudo" in command
     assert command[-3:] == ["bookworm", "/tmp/root", mirror]
@@ -158,9 +155,6 @@ def test_image_changes_set_command_signal_and_labels() -> None:
     assert 'CMD ["/sbin/init"]' in systemd
     assert "STOPSIGNAL SIGRTMIN+3" in systemd
     assert f"LABEL {podman.LABEL_HASH}=0123456789ab" in systemd
-    plain = podman.image_changes(podman.FLAVORS["db-plain"], "0123456789ab")
-    assert 'CMD ["/bin/bash"]' in plain
-    assert not any(change.startswith("STOPSIGNAL") for change in plain)
 
 
 def test_missing_tools_name_the_apt_package(tmp_path: Path) -> None:
@@ -183,8 +177,8 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
 
 
 def test_build_accepts_repeated_flavors() -> None:
-    args = podman_images.parse_args(["build", "--flavor", "db", "--flavor", "base"])
-    assert args.flavor == ["db", "base"]
+    args = podman_images.parse_args(["build", "--flavor", "db", "--flavor", "systemd"])
+    assert args.flavor == ["db", "systemd"]
     assert podman_images.parse_args(["build"]).flavor == []
 
 
@@ -206,20 +200,20 @@ def podman_image_id(ref: str) -> str:
 
 @pytest.mark.podman
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed (apt-get install -y podman)")
-def test_second_base_build_is_cached_and_keeps_the_image() -> None:
+def test_second_build_is_cached_and_keeps_the_image() -> None:
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(REPO / "images/containers.conf"))}
-    command = [sys.executable, str(REPO / "scripts/podman_images.py"), "build", "--flavor", "base"]
+    command = [sys.executable, str(REPO / "scripts/podman_images.py"), "build", "--flavor", "systemd"]
     subprocess.run(command, check=True, env=env, capture_output=True, text=True)
     ref = subprocess.run(
-        [sys.executable, str(REPO / "scripts/podman_images.py"), "name", "base"],
+        [sys.executable, str(REPO / "scripts/podman_images.py"), "name", "systemd"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
     first_id = podman_image_id(ref)
     second = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
-    assert re.search(rf"base\s+cached\s+{re.escape(ref)}", second.stdout), second.stdout
+    assert re.search(rf"systemd\s+cached\s+{re.escape(ref)}", second.stdout), second.stdout
     assert podman_image_id(ref) == first_id
-    assert podman_image_id(podman.alias_ref("base")) == first_id
+    assert podman_image_id(podman.alias_ref("systemd")) == first_id
     run = subprocess.run(["podman", "run", "--rm", ref, "true"], check=False, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

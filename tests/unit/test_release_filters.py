@@ -1,52 +1,33 @@
-"""The filters of roles/service_releases and roles/release_set (plugins/filter), as plain functions."""
+"""The logic behind the filters of roles/service_releases and roles/release_set (plugins/module_utils)."""
 
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
+from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs as checks
+from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
 
 from tests.charts import render
-from tests.helpers import load_filter_plugin
 
 REPO = Path(__file__).resolve().parents[2]
-filters = load_filter_plugin("openpolicy_releases")
 
 CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
 
 
 def render_settings(name: str, environment: str) -> dict:
     """The inventory settings that stand for tests/charts/render.py's test stand-ins."""
-    service = next(s for s in CATALOG["services"] if s["name"] == name)
-    scaled = environment in ("staging", "production") and service.get("autoscaling")
-    settings = {
-        "environment": environment,
-        "version": render.TEST_IMAGE_TAG,
-        "replicas": 1 if environment in ("local", "dev") else 2,
-        "config": render.CONFIG_SAMPLES,
-        "database_cidrs": [render.TEST_DB_CIDRS[environment]],
-        "redis_cidrs": [render.TEST_DB_CIDRS[environment]],
-        "monitoring": environment != "local",
-        "ingress_host": f"api.{environment}.openpolicy.example",
-        "ingress_tls_secret": "" if environment == "local" else "api-gateway-tls",
-        "tolerations": [render.KWOK_TOLERATION] if environment == "local" else [],
-    }
-    if scaled:
-        target = service["autoscaling"]["production"]
-        maximum = target["max"] if environment == "production" else min(target["max"], 4)
-        minimum = target["min"] if environment == "production" else min(2, maximum)
-        settings["autoscaling"] = {"min": minimum, "max": maximum}
-    return settings
+    return render.settings(name, environment)
 
 
 @pytest.mark.parametrize("environment", ["local", "dev", "staging", "production"])
 @pytest.mark.parametrize("name", [s["name"] for s in CATALOG["services"]])
 def test_values_mirror_the_chart_tests_mapping(name: str, environment: str):
-    values = filters.service_values(CATALOG, name, render_settings(name, environment))
+    values = platform.service_values(CATALOG, name, render_settings(name, environment))
     expected = render.service_values(name, environment)
     values.pop("secretChecksum")
     assert values == expected
@@ -57,7 +38,7 @@ def test_overrides_are_merged_last_and_version_is_the_tag():
         "version": "1.5.0",
         "overrides": {"podLabels": {"openpolicy.dev/simulate": "crashloop"}, "migration": {"backoffLimit": 0}},
     }
-    values = filters.service_values(CATALOG, "auth-service", settings)
+    values = platform.service_values(CATALOG, "auth-service", settings)
     assert values["image"]["tag"] == "1.5.0"
     assert values["podLabels"] == {"openpolicy.dev/simulate": "crashloop"}
     assert values["migration"]["backoffLimit"] == 0 and values["migration"]["enabled"] is True
@@ -65,33 +46,36 @@ def test_overrides_are_merged_last_and_version_is_the_tag():
 
 def test_autoscaling_true_only_where_the_catalog_has_bounds():
     base = render_settings("health-service", "dev") | {"autoscaling": True}
-    assert "autoscaling" not in filters.service_values(CATALOG, "health-service", base)
-    auth = filters.service_values(CATALOG, "auth-service", base)
+    assert "autoscaling" not in platform.service_values(CATALOG, "health-service", base)
+    auth = platform.service_values(CATALOG, "auth-service", base)
     assert auth["autoscaling"]["minReplicas"] == 2 and auth["autoscaling"]["maxReplicas"] == 10
 
 
 def test_checksum_ignores_key_order():
-    assert filters.values_checksum({"a": 1, "b": [1, 2]}) == filters.values_checksum({"b": [1, 2], "a": 1})
-    assert filters.values_checksum({"a": 1}) != filters.values_checksum({"a": 2})
+    assert platform.values_checksum({"a": 1, "b": [1, 2]}) == platform.values_checksum({"b": [1, 2], "a": 1})
+    assert platform.values_checksum({"a": 1}) != platform.values_checksum({"a": 2})
 
 
-def release_secret(name: str, revision: int, status: str, tag: str, description: str = "") -> dict:
-    record = {
-        "name": name,
-        "version": revision,
-        "info": {"status": status, "last_deployed": f"2026-01-01T00:00:0{revision}Z", "description": description},
-        "chart": {"metadata": {"name": "openpolicy-service", "version": "0.1.0", "appVersion": "0.1.0"}},
-        "config": {"image": {"tag": tag}},
+def helm_history_item(revision: int, status: str, tag: str, description: str = "") -> dict:
+    """One item of `helm history NAME -o json`."""
+    return {
+        "revision": revision,
+        "updated": f"2026-01-01T00:00:0{revision}Z",
+        "status": status,
+        "chart": "openpolicy-service-0.1.0",
+        "app_version": "0.1.0",
+        "description": description,
     }
-    blob = base64.b64encode(gzip.compress(json.dumps(record).encode())).decode()
-    return {"type": "helm.sh/release.v1", "data": {"release": base64.b64encode(blob.encode()).decode()}}
 
 
 def history(*entries: tuple) -> dict:
-    return filters.helm_releases([release_secret("auth-service", *entry) for entry in entries])
+    """{name: release} from Helm's history and each revision's values (`helm get values -o json`)."""
+    items = [helm_history_item(*entry) for entry in entries]
+    values = {entry[0]: {"image": {"tag": entry[2]}} for entry in entries}
+    return {"auth-service": release_state.release(items, values)}
 
 
-def test_release_records_decode_into_history_and_deployed():
+def test_release_history_reads_into_history_and_deployed():
     releases = history(
         (2, "failed", "1.5.0", "Upgrade failed: hook"),
         (1, "superseded", "1.4.2"),
@@ -109,11 +93,11 @@ def test_failed_upgrade_names_failed_and_serving_revision():
         (2, "failed", "1.5.0", "Upgrade failed:\n hook"),
         (3, "deployed", "1.4.2", "Rollback to 1"),
     )
-    line = filters.failed_upgrade("auth-service", releases["auth-service"])
+    line = release_state.failed_upgrade("auth-service", releases["auth-service"])
     assert (
         line == "service auth-service: revision 2 failed, revision 3 is serving (Rollback to 1): Upgrade failed: hook"
     )
-    assert "no revision is serving" in filters.failed_upgrade("auth-service", None, "timed out")
+    assert "no revision is serving" in release_state.failed_upgrade("auth-service", None, "timed out")
 
 
 def test_previous_revision_skips_failed_and_same_content():
@@ -123,13 +107,13 @@ def test_previous_revision_skips_failed_and_same_content():
         (3, "failed", "1.5.0"),
         (4, "deployed", "1.4.2", "Rollback to 2"),
     )
-    assert filters.previous_revision(releases["auth-service"]) == 1
-    assert filters.previous_revision(history((1, "deployed", "1.4.2"))["auth-service"]) == 0
+    assert release_state.previous_revision(releases["auth-service"]) == 1
+    assert release_state.previous_revision(history((1, "deployed", "1.4.2"))["auth-service"]) == 0
 
 
 def set_configmap(number: int, previous: int, services: dict) -> dict:
     return {
-        "metadata": {"name": f"openpolicy-release-set-{number}", "labels": {filters.SET_LABEL: str(number)}},
+        "metadata": {"name": f"openpolicy-release-set-{number}", "labels": {release_state.SET_LABEL: str(number)}},
         "data": {
             "set": str(number),
             "previous": str(previous),
@@ -140,30 +124,30 @@ def set_configmap(number: int, previous: int, services: dict) -> dict:
 
 
 def test_release_sets_sorted_and_compared_without_time():
-    live = filters.live_services(history((1, "deployed", "1.4.2")))
-    sets = filters.release_sets([set_configmap(2, 1, live), set_configmap(1, 0, {})])
+    live = release_state.live_services(history((1, "deployed", "1.4.2")))
+    sets = release_state.release_sets([set_configmap(2, 1, live), set_configmap(1, 0, {})])
     assert [s["number"] for s in sets] == [1, 2]
-    assert filters.same_set(live, sets[-1])
+    assert release_state.same_set(live, sets[-1])
     moved = {"auth-service": live["auth-service"] | {"revision": 2}}
-    assert not filters.same_set(moved, sets[-1])
-    assert not filters.same_set(live, None)
+    assert not release_state.same_set(moved, sets[-1])
+    assert not release_state.same_set(live, None)
 
 
 def test_rollback_targets_only_what_differs_and_reports_what_helm_dropped():
     releases = history((1, "superseded", "1.4.2"), (2, "deployed", "1.5.0"))
-    target = {"services": filters.live_services(history((1, "deployed", "1.4.2")))}
-    assert filters.rollback_targets(target, releases) == {"targets": {"auth-service": 1}, "missing": []}
-    same = {"services": filters.live_services(releases)}
-    assert filters.rollback_targets(same, releases) == {"targets": {}, "missing": []}
+    target = {"services": release_state.live_services(history((1, "deployed", "1.4.2")))}
+    assert release_state.rollback_targets(target, releases) == {"targets": {"auth-service": 1}, "missing": []}
+    same = {"services": release_state.live_services(releases)}
+    assert release_state.rollback_targets(same, releases) == {"targets": {}, "missing": []}
     gone = {"services": {"auth-service": target["services"]["auth-service"] | {"revision": 7}}}
-    assert filters.rollback_targets(gone, releases)["missing"] == ["auth-service revision 7"]
+    assert release_state.rollback_targets(gone, releases)["missing"] == ["auth-service revision 7"]
 
 
 def test_placeholder_secrets_hold_only_the_keys_the_service_reads():
     names = ["auth-service", "api-gateway", "notification-service"]
-    pairs = filters.placeholder_passwords(CATALOG, names)
+    pairs = platform.placeholder_passwords(CATALOG, names)
     passwords = {f"{service}/{which}": f"pw-{service}-{which}" for service, which in pairs}
-    secrets = filters.placeholder_secrets(CATALOG, names, passwords, "127.0.0.1", "127.0.0.1")
+    secrets = platform.placeholder_secrets(CATALOG, names, passwords, "127.0.0.1", "127.0.0.1")
     by_name = {s["metadata"]["name"]: s for s in secrets}
     assert sorted(by_name) == ["auth-service-secrets", "notification-service-secrets"]
     auth = {k: base64.b64decode(v).decode() for k, v in by_name["auth-service-secrets"]["data"].items()}
@@ -172,12 +156,12 @@ def test_placeholder_secrets_hold_only_the_keys_the_service_reads():
         "postgresql://auth:pw-auth-service-database_password@127.0.0.1:5432/openpolicy?sslmode=require"
     )
     assert auth["redis_url"] == "redis://auth_service:pw-auth-service-redis_password@127.0.0.1:6379/0"
-    checksums = filters.secret_checksums(secrets)
+    checksums = platform.secret_checksums(secrets)
     assert set(checksums) == {"auth-service", "notification-service"} and all(len(c) == 64 for c in checksums.values())
 
 
 def test_table_aligns_columns():
-    lines = filters.table([{"service": "auth-service", "revision": 3}], ["service", "revision"])
+    lines = release_state.table([{"service": "auth-service", "revision": 3}], ["service", "revision"])
     assert lines == ["service       revision", "auth-service  3"]
 
 
@@ -213,8 +197,8 @@ GOOD_INPUTS = {
     ],
 )
 def test_release_input_errors_name_the_setting(change: dict, setting: str):
-    assert filters.release_input_errors(CATALOG, GOOD_INPUTS) == []
-    errors = filters.release_input_errors(CATALOG, GOOD_INPUTS | change)
+    assert checks.release_input_errors(CATALOG, GOOD_INPUTS) == []
+    errors = checks.release_input_errors(CATALOG, GOOD_INPUTS | change)
     assert errors and setting in errors[0].split(":")[0].split("/"), errors
     assert all("\n" not in e for e in errors)
 
@@ -231,14 +215,14 @@ def test_release_input_errors_name_the_setting(change: dict, setting: str):
     ],
 )
 def test_rollback_input_errors_name_the_setting(inputs: dict, setting: str):
-    assert filters.rollback_input_errors(CATALOG, {"service": "auth-service", "revision": "3"}) == []
-    errors = filters.rollback_input_errors(CATALOG, inputs)
+    assert checks.rollback_input_errors(CATALOG, {"service": "auth-service", "revision": "3"}) == []
+    errors = checks.rollback_input_errors(CATALOG, inputs)
     assert errors and errors[0].startswith(f"{setting}:"), errors
 
 
 def test_only_differing_placeholder_secrets_are_applied():
-    pairs = filters.placeholder_passwords(CATALOG, ["auth-service", "config-service"])
-    secrets = filters.placeholder_secrets(
+    pairs = platform.placeholder_passwords(CATALOG, ["auth-service", "config-service"])
+    secrets = platform.placeholder_secrets(
         CATALOG,
         ["auth-service", "config-service"],
         dict.fromkeys((f"{a}/{b}" for a, b in pairs), "pw"),
@@ -246,5 +230,7 @@ def test_only_differing_placeholder_secrets_are_applied():
         "127.0.0.1",
     )
     listing = {"items": [secrets[0]]}
-    assert [s["metadata"]["name"] for s in filters.secrets_to_apply(secrets, listing)] == ["config-service-secrets"]
-    assert filters.secret_names(json.dumps(listing)) == ["auth-service-secrets"]
+    assert [s["metadata"]["name"] for s in release_state.secrets_to_apply(secrets, listing)] == [
+        "config-service-secrets"
+    ]
+    assert release_state.object_names(json.dumps(listing)) == ["auth-service-secrets"]

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
 
 from tests.helpers import REPO, load_filter_plugin
 
@@ -80,7 +81,7 @@ def test_weak_passwords_are_named_never_shown(value: str, why: str | None):
 def test_each_service_secret_has_exactly_its_keys_and_a_checksum():
     values = full_vault()
     names = [s["name"] for s in CATALOG["services"]]
-    built = {s["metadata"]["name"]: s for s in secrets.service_secrets(CATALOG, names, values, ENDPOINTS, {"a": "b"})}
+    built = {s["metadata"]["name"]: s for s in platform.service_secrets(CATALOG, names, values, ENDPOINTS, {"a": "b"})}
     assert "api-gateway-secrets" not in built
     assert set(built["auth-service-secrets"]["data"]) == {
         "database_url",
@@ -100,7 +101,7 @@ def test_each_service_secret_has_exactly_its_keys_and_a_checksum():
     assert url.startswith(f"postgresql://auth:{values['vault_database_passwords']['auth-service']}@db.internal:5432/")
     checksum = hashlib.sha256(json.dumps(auth["data"], sort_keys=True).encode()).hexdigest()
     assert auth["metadata"]["annotations"]["openpolicy.dev/secret-checksum"] == checksum
-    assert secrets.secret_checksums(list(built.values()))["auth-service"] == checksum
+    assert platform.secret_checksums(list(built.values()))["auth-service"] == checksum
     assert auth["metadata"]["labels"] == {"a": "b", "openpolicy.dev/service": "auth-service"}
 
 
@@ -108,7 +109,7 @@ def test_special_characters_are_escaped_in_urls_and_the_previous_key_is_kept():
     values = full_vault()
     values["vault_database_passwords"]["auth-service"] = "p@ss/w:rd#Long-Enough1"
     values["vault_jwt_previous_public_key"] = "-----BEGIN PUBLIC KEY-----\nOLD\n-----END PUBLIC KEY-----"
-    (auth,) = secrets.service_secrets(CATALOG, ["auth-service"], values, ENDPOINTS, {})
+    (auth,) = platform.service_secrets(CATALOG, ["auth-service"], values, ENDPOINTS, {})
     url = base64.b64decode(auth["data"]["database_url"]).decode()
     assert "auth:p%40ss%2Fw%3Ard%23Long-Enough1@db.internal" in url
     keys = base64.b64decode(auth["data"]["jwt_public_keys"]).decode()

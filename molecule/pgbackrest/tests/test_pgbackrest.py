@@ -2,7 +2,7 @@
 
 Runs in file order, each test building on the last: the full backup of converge, the
 encrypted repository, a point-in-time restore through playbooks/restore.yml, a SIGKILLed
-backup, the next run fired by a systemd timer, cron on the plain host, a restore drill and
+backup, the next run fired by a systemd timer, the archive status timer, a restore drill and
 the bad inputs. Hosts are reached with `podman exec` (testinfra's podman backend); the
 playbooks run as an operator runs them, against Molecule's inventory.
 """
@@ -209,9 +209,9 @@ def test_next_run_fired_by_the_systemd_timer_succeeds() -> None:
     assert pgbackrest("verify", check=False).returncode == 0
 
 
-def test_cron_runs_the_archive_status_job_on_the_plain_host() -> None:
-    assert podman(DB, "cat /proc/1/comm").stdout.strip() != "systemd"
-    log = podman(DB, "cat /var/log/openpolicy/openpolicy-wal-archive-status.log").stdout
+def test_archive_status_timer_runs_on_the_db_host() -> None:
+    assert podman(DB, "cat /proc/1/comm").stdout.strip() == "systemd"
+    log = podman(DB, "journalctl -u openpolicy-wal-archive-status.service --no-pager -o cat").stdout
     assert re.search(r"job=archive-status result=success", log), log
     samples = metrics(DB, f"openpolicy_wal_archive_{STANZA}.prom")
     assert samples[f'openpolicy_wal_archive_status_success{{stanza="{STANZA}"}}'] == 1

@@ -4,8 +4,8 @@ password the run was given (--vault-password-file, --vault-id or ANSIBLE_VAULT_P
 Ansible's own vault secrets are used, so the password is never a variable, never a file this
 role knows about, never in a log. Errors are one line naming the file, never a value.
 
-    openpolicy_vault_file: {path: ..., state: read}               -> values, exists
-    openpolicy_vault_file: {path: ..., state: write, values: {}}  -> changed when the content differs
+    openpolicy.deploy.vault_file: {path: ..., state: read}               -> values, exists
+    openpolicy.deploy.vault_file: {path: ..., state: write, values: {}}  -> changed when the content differs
 """
 
 from __future__ import annotations

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""site.yml on the production-shaped topology over SSH, beside the same on the local one.
+
+- staging: the real inventories/staging on four podman hosts (primary, replica, repository,
+  scratch), each with systemd and sshd on its own loopback port, reached as `deploy` with
+  become through tests/e2e/topology.py's overlay; provider `existing` on a kwok cluster;
+- local: a copy of inventories/local (one db host, one backup host, made by site.yml
+  itself), hosts and ports renamed so that a `make up` environment is left alone.
+
+Each cold (first run) and no-op (second run, changed=0), with the ratios. Prints one line per
+figure and writes bench/results/environments.json. Not part of `make test`.
+
+    python bench/bench_environments.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.topology import Topology, seed_vault  # noqa: E402
+from tests.helpers import Kube, recap, toolchain_env  # noqa: E402
+
+CLUSTER = "openpolicy-bench-env"
+LOCAL_HOSTS = {
+    "openpolicy-local-db1": "openpolicy-bench-local-db1",
+    "openpolicy-local-backup1": "openpolicy-bench-local-backup1",
+}
+# Ports of the local copy's hosts: SSH, PostgreSQL, Redis, pgBackRest TLS, scratch restores.
+LOCAL_PORTS = {
+    "openpolicy-bench-local-db1": {"ansible_port": 52501, "pgbackrest_tls_server_port": 52531},
+    "openpolicy-bench-local-backup1": {"ansible_port": 52502, "pgbackrest_tls_server_port": 52532},
+}
+LOCAL_VARS = {"postgresql_port": 52511, "redis_port": 52521, "pgbackrest_scratch_port": 52541}
+RESULTS = REPO / "bench" / "results" / "environments.json"
+
+
+def run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, env=toolchain_env(), text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed: {result.stderr.strip()[-1000:]}")
+    return result.stdout
+
+
+def timed(what: str, call) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    result = call()
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{what}: exit {result.returncode}\n{result.stdout[-4000:]}")
+    return elapsed, result
+
+
+def changed_total(result: subprocess.CompletedProcess) -> int:
+    return sum(counts["changed"] for counts in recap(result).values())
+
+
+def local_copy(root: Path) -> Path:
+    """inventories/local with its hosts renamed and their ports moved (a `make up` keeps its own)."""
+    inventory = root / "inventories" / "local"
+    ignore = shutil.ignore_patterns("credentials", "vault.yml")
+    shutil.copytree(REPO / "inventories" / "local", inventory, ignore=ignore)
+    text = (inventory / "hosts.yml").read_text()
+    for old, new in LOCAL_HOSTS.items():
+        text = text.replace(old, new)
+    hosts = yaml.safe_load(text)
+    groups = hosts["all"]["children"]["ssh_hosts"]["children"]
+    for group in groups.values():
+        for name, variables in group["hosts"].items():
+            variables.update(LOCAL_PORTS[name])
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    return inventory
+
+
+def local_playbook(inventory: Path, name: str, extra: dict) -> subprocess.CompletedProcess:
+    cmd = ["ansible-playbook", "-i", str(inventory), f"playbooks/{name}", "-e", json.dumps(extra)]
+    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False)
+
+
+def main() -> None:
+    state = Path(tempfile.mkdtemp(prefix="bench-environments-"))
+    cluster = ["--name", CLUSTER, "--workdir", str(state / "cluster"), "--kubeconfig", str(state / "kubeconfig")]
+    started = time.monotonic()
+    run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "up", *cluster, "--nodes", "3"])
+    print(f"bench cluster up: {time.monotonic() - started:.1f} s ({os.cpu_count()} cores)")
+    kube = Kube(state / "kubeconfig", f"kwok-{CLUSTER}")
+    cluster_vars = {
+        "k8s_cluster_name": CLUSTER,
+        "k8s_cluster_workdir": str(state / "cluster"),
+        "k8s_cluster_kubeconfig": str(state / "kubeconfig"),
+    }
+    local = local_copy(state / "local")
+    local_extra = {**cluster_vars, **LOCAL_VARS, "podman_hosts_environment": "bench-local"}
+    topo = Topology("staging", state / "staging", kube)
+    figures: dict[str, float | int] = {}
+    try:
+        seed_vault(topo.inventory)
+        topo.prepare_cluster()
+        figures["staging_hosts_start_s"], _ = timed("hosts", topo.start_hosts)
+        figures["staging_cold_s"], _ = timed("staging cold", lambda: topo.playbook("site.yml"))
+        figures["staging_noop_s"], again = timed("staging no-op", lambda: topo.playbook("site.yml"))
+        figures["staging_noop_changed"] = changed_total(again)
+        figures["local_cold_s"], _ = timed("local cold", lambda: local_playbook(local, "site.yml", local_extra))
+        figures["local_noop_s"], again = timed("local no-op", lambda: local_playbook(local, "site.yml", local_extra))
+        figures["local_noop_changed"] = changed_total(again)
+    finally:
+        topo.remove_releases()
+        topo.stop_hosts()
+        local_playbook(local, "teardown_local.yml", local_extra)
+        run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
+    figures["cold_ratio_staging_to_local"] = round(figures["staging_cold_s"] / figures["local_cold_s"], 2)
+    figures["noop_ratio_staging_to_local"] = round(figures["staging_noop_s"] / figures["local_noop_s"], 2)
+    print(f"podman hosts of the staging topology (4, SSH):  {figures['staging_hosts_start_s']:6.1f} s")
+    print(f"site.yml staging topology (4 hosts, SSH), cold: {figures['staging_cold_s']:6.1f} s")
+    print(f"site.yml local (2 hosts, SSH), cold:            {figures['local_cold_s']:6.1f} s")
+    print(f"  staging / local cold = {figures['cold_ratio_staging_to_local']:.2f}")
+    noop, changed = figures["staging_noop_s"], figures["staging_noop_changed"]
+    print(f"site.yml staging topology, no-op:               {noop:6.1f} s (changed={changed})")
+    noop, changed = figures["local_noop_s"], figures["local_noop_changed"]
+    print(f"site.yml local, no-op:                          {noop:6.1f} s (changed={changed})")
+    print(f"  staging / local no-op = {figures['noop_ratio_staging_to_local']:.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"cores": os.cpu_count(), **figures}, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The two commands, timed: `make up` fresh and no-op, `make test` warm.
+
+- fresh: `make up` on an empty tool cache (a throwaway OPENPOLICY_CACHE, GOCACHE and
+  GOMODCACHE), its build share (`make bootstrap`, `make images`) apart from site.yml;
+- no-op: a second `make up` with nothing to change (and the `changed=` it reports);
+- test warm: `make test`, target by target (lint, test-unit, test-molecule, test-e2e).
+
+Writes bench/results/make.json; a part skipped keeps its previous figures (each part carries
+the date it was measured). Heavy: run it under the machine's lock. Not part of `make test`.
+
+    flock /tmp/openpolicy-heavy.lock python bench/bench_make.py [--skip-fresh] [--skip-test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.results_file import RESULTS, write_results  # noqa: E402
+
+LOGS = REPO / ".local" / "logs"
+TEST_TARGETS = ("lint", "test-unit", "test-molecule", "test-e2e")
+CHANGED = re.compile(r"^\S+\s*:\s*ok=\d+\s+changed=(\d+)", re.MULTILINE)
+
+
+def make(target: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run one make target with its output in .local/logs/bench-make-<target>.log; return (seconds, output)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"bench-make-{target}.log"
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", target],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    log.write_text(result.stdout)
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-30:])
+        raise SystemExit(f"make {target} failed after {elapsed:.0f} s (log: {log}):\n{tail}")
+    return elapsed, result.stdout
+
+
+def changed(output: str) -> int:
+    return sum(int(n) for n in CHANGED.findall(output))
+
+
+def stamp(figures: dict) -> dict:
+    return {**figures, "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def fresh() -> dict:
+    """make up from an empty tool cache: the build share, then site.yml."""
+    make("down")
+    with tempfile.TemporaryDirectory(prefix="bench-make-cache-") as cache:
+        env = {
+            "OPENPOLICY_CACHE": f"{cache}/openpolicy",
+            "GOCACHE": f"{cache}/go-build",
+            "GOMODCACHE": f"{cache}/go-mod",
+        }
+        try:
+            bootstrap, _ = make("bootstrap", env)
+            images, output = make("images", env)
+            up, up_output = make("up", env)
+        finally:
+            # Point .toolchain/ back at the machine's cache, not the throwaway one.
+            make("bootstrap")
+    built = sorted(set(re.findall(r"^images: (\S+)\s+built", output, re.MULTILINE)))
+    figures = {
+        "bootstrap_s": round(bootstrap, 1),
+        "images_s": round(images, 1),
+        "images_built": built,
+        "build_share_s": round(bootstrap + images, 1),
+        "site_yml_s": round(up, 1),
+        "make_up_total_s": round(bootstrap + images + up, 1),
+        "changed": changed(up_output),
+    }
+    print(f"make up, fresh:          {figures['make_up_total_s']:7.1f} s")
+    print(f"  bootstrap (builds):    {bootstrap:7.1f} s")
+    print(f"  images:                {images:7.1f} s   (built: {', '.join(built) or 'none, cached by hash'})")
+    print(
+        f"  site.yml:              {up:7.1f} s   (build share {(bootstrap + images) / (bootstrap + images + up):.0%})"
+    )
+    return stamp(figures)
+
+
+def noop() -> dict:
+    """A second make up: the environment is up, nothing may change."""
+    first, _ = make("up")
+    prerequisites, _ = make("images")
+    again, output = make("up")
+    figures = {
+        "make_up_noop_s": round(again, 1),
+        "prerequisites_warm_s": round(prerequisites, 1),
+        "site_yml_noop_s": round(again - prerequisites, 1),
+        "changed": changed(output),
+        "make_up_before_s": round(first, 1),
+    }
+    warm = f"changed={figures['changed']}; warm bootstrap+images {prerequisites:.1f} s"
+    print(f"make up, no-op:          {again:7.1f} s   ({warm})")
+    return stamp(figures)
+
+
+def test_warm() -> dict:
+    figures = {}
+    for target in TEST_TARGETS:
+        elapsed, _ = make(target)
+        figures[f"{target.replace('-', '_')}_s"] = round(elapsed, 1)
+        print(f"make {target:<18} {elapsed:7.1f} s")
+    figures["make_test_s"] = round(sum(figures.values()), 1)
+    print(f"make test, warm:         {figures['make_test_s']:7.1f} s ({os.cpu_count()} cores)")
+    return stamp(figures)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-fresh", action="store_true", help="no fresh make up (it builds for ~17 min)")
+    parser.add_argument("--skip-noop", action="store_true", help="no no-op make up")
+    parser.add_argument("--skip-test", action="store_true", help="no warm make test")
+    args = parser.parse_args()
+    previous = RESULTS / "make.json"
+    figures = json.loads(previous.read_text())["figures"] if previous.exists() else {}
+    if not args.skip_fresh:
+        figures["make_up_fresh"] = fresh()
+    if not args.skip_noop:
+        figures["make_up_noop"] = noop()
+    if not args.skip_test:
+        figures["make_test_warm"] = test_warm()
+    write_results("make", figures, notes="each part carries the date it was measured; skipped parts keep theirs")
+
+
+if __name__ == "__main__":
+    main()

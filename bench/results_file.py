@@ -1,0 +1,45 @@
+"""Where a benchmark leaves its figures: bench/results/<name>.json, with the machine and date.
+
+The latest file of each benchmark is committed, so that a reader sees where the project stands
+without running anything. Not a benchmark itself (`make bench` runs bench/bench_*.py only).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """What the figures depend on: cores, memory, the load when the run started."""
+    with open("/proc/meminfo") as handle:
+        total_kib = int(handle.readline().split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(total_kib / 1024 / 1024, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def write_results(name: str, figures: dict, notes: str = "") -> Path:
+    """Write bench/results/<name>.json (figures in seconds unless their key says otherwise)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "figures": figures,
+    }
+    if notes:
+        document["notes"] = notes
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"results: {path.relative_to(RESULTS.parent.parent)}")
+    return path

@@ -1,0 +1,150 @@
+"""Check every input of the roles a run will use, before anything is contacted or changed.
+
+    openpolicy.deploy.preflight:
+      roles: [k8s_cluster, service_releases, ...]   # the roles whose inputs are checked
+      labels: {pgbackrest_backup_type: type}        # the -e name an operator typed for a role variable
+      catalog: "{{ openpolicy_platform.catalog }}"
+      chart_keys: [...]                              # top-level values of the service chart
+
+For each role, its variables as the role would see them (its defaults/main.yml under the
+inventory, the playbook's vars and the extra-vars) are checked against the entry point
+`validate` (else `main`) of its meta/argument_specs.yml, then against the rules of
+module_utils/inputs.py. Every problem is one line naming the setting and the expected form;
+all of them come back in one run (``errors``), and the task fails when there is any. Nothing is
+contacted: no module runs, no host is reached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleError, AnsibleUndefinedVariable
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+from ansible.utils.vars import combine_vars
+from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+
+def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The role's variables without their prefix (what module_utils/inputs.py checks)."""
+    prefix = role + "_"
+    return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
+
+
+def role_errors(role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str]) -> list[str]:
+    """The rules of module_utils/inputs.py for the roles that have some."""
+    if not catalog:
+        return []
+    own = _role_inputs(role, values)
+    if role == "service_releases":
+        checked = {
+            "environment": own.get("environment"),
+            "enabled": own.get("enabled"),
+            "selected": own.get("selected"),
+            "versions": own.get("versions"),
+            "default_version": own.get("default_version"),
+            "version_override": own.get("version_override"),
+            "require_pinned": own.get("require_pinned_versions"),
+            "confirm_required": own.get("confirm_required"),
+            "confirm": own.get("confirm"),
+            "timeout": own.get("timeout", 1),
+            "history_max": own.get("history_max", 10),
+            "placeholder_secrets": own.get("placeholder_secrets"),
+            "replicas": own.get("replicas", 1),
+            "service_settings": own.get("service_settings"),
+            "values_overrides": own.get("values_overrides"),
+            "chart_keys": chart_keys,
+        }
+        return inputs.release_input_errors(catalog, checked)
+    if role == "release_set":
+        checked = {
+            "service": own.get("rollback_service"),
+            "revision": own.get("rollback_revision"),
+            "release_set": own.get("rollback_to"),
+            "keep": own.get("keep", 2),
+        }
+        return inputs.rollback_input_errors(catalog, checked)
+    return []
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _spec(self, name: str) -> tuple[str, dict, dict]:
+        """(role, options of its entry point, raw defaults) of "role" (entry point validate, else
+        main) or "role:entry"."""
+        role, _, wanted = name.partition(":")
+        specs_file = ROLES / role / "meta" / "argument_specs.yml"
+        defaults_file = ROLES / role / "defaults" / "main.yml"
+        if not specs_file.is_file():
+            raise AnsibleError(f"preflight: role {role} has no meta/argument_specs.yml")
+        specs = (self._loader.load_from_file(str(specs_file)) or {}).get("argument_specs") or {}
+        entry = specs.get(wanted) if wanted else (specs.get("validate") or specs.get("main"))
+        if entry is None:
+            raise AnsibleError(f"preflight: role {role} has no entry point {wanted} in meta/argument_specs.yml")
+        defaults = (
+            self._loader.load_from_file(str(defaults_file), trusted_as_template=True) if defaults_file.is_file() else {}
+        )
+        return role, dict(entry.get("options") or {}), dict(defaults or {})
+
+    def _check_role(self, target: str, task_vars: dict, labels: dict, catalog: dict, chart_keys: list) -> list[str]:
+        role, options, defaults = self._spec(target)
+        variables = combine_vars(defaults, task_vars)
+        templar = self._templar.copy_with_new_env(available_variables=variables)
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        skipped: set[str] = set()
+        for name in options:
+            if name not in variables:
+                continue
+            try:
+                values[name] = templar.template(variables[name])
+            except AnsibleUndefinedVariable:
+                # Known only later in the run (a fact another role sets): the role checks it then.
+                skipped.add(name)
+            except AnsibleError as error:
+                label = labels.get(name, name)
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                errors.append(f"{label}: cannot be worked out: {first}")
+        for name, attrs in options.items():
+            if name in skipped:
+                continue
+            if name not in values:
+                if attrs.get("required") and not any(e.startswith(labels.get(name, name) + ":") for e in errors):
+                    errors.append(inputs.spec_error(name, labels.get(name, name), attrs, None, missing=True))
+                continue
+            result = ArgumentSpecValidator({name: attrs}).validate(
+                {name: values[name]}, validate_role_argument_spec=True
+            )
+            if result.error_messages:
+                errors.append(inputs.spec_error(name, labels.get(name, name), attrs, values[name]))
+            else:
+                values[name] = result.validated_parameters.get(name, values[name])
+        if not errors:
+            errors += role_errors(role, values, catalog, chart_keys)
+        return errors
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._task.args
+        labels = dict(args.get("labels") or {})
+        catalog = args.get("catalog") or {}
+        chart_keys = list(args.get("chart_keys") or [])
+        errors: list[str] = []
+        for role in args.get("roles") or []:
+            for line in self._check_role(role, task_vars, labels, catalog, chart_keys):
+                if line not in errors:
+                    errors.append(line)
+        result["changed"] = False
+        result["errors"] = errors
+        if errors:
+            result["failed"] = True
+            result["msg"] = "\n".join(f"preflight: {line}" for line in errors)
+        else:
+            result["msg"] = f"preflight: the inputs of {len(args.get('roles') or [])} roles are valid"
+        return result

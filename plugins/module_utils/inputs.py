@@ -1,0 +1,274 @@
+"""Checks of the operator's inputs (inventory values and extra-vars) that argument specs cannot
+express: every problem one line, naming the setting the operator typed (`-e` name or inventory
+key) and the expected form. Pure functions, unit-tested in tests/unit/test_inputs.py; the
+preflight (plugins/action/preflight.py) and the roles' validate entry points call them.
+
+Patterns match whole values (re.fullmatch), so "1.5.0\\n" is not a version.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ansible_collections.openpolicy.deploy.plugins.module_utils.catalog import plain
+
+VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?")
+WHOLE = re.compile(r"[1-9][0-9]*")
+CPU = re.compile(r"[0-9]+m|[0-9]+(\.[0-9]+)?")
+MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
+SERVICE_SETTING_KEYS = ("replicas", "resources", "autoscaling")
+AUTOSCALING_KEYS = ("min", "max", "cpu_pct", "memory_pct")
+MAX_REPLICAS = 100
+
+
+def matches(pattern: re.Pattern, value: Any) -> bool:
+    """True when the whole value matches (no trailing newline slips through as with `$`)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and bool(pattern.fullmatch(str(value)))
+
+
+def names(value: Any) -> list[str]:
+    """`-e services=a,b` (a string) or a list, as a list of names (blanks dropped)."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return low <= value <= high
+    return isinstance(value, str) and bool(re.fullmatch(r"-?[0-9]+", value)) and low <= int(value) <= high
+
+
+def selection_errors(setting: str, value: Any, known: list[str], what: str = "a comma-separated list of") -> list[str]:
+    """A list of service names typed by the operator: present, known, each once."""
+    if value in (None, "", []):
+        return []
+    chosen = names(value)
+    if not chosen:
+        return [f"{setting}: expected {what}: {', '.join(known)}; got {str(value)!r}, which names no service"]
+    errors = []
+    if unknown := [n for n in chosen if n not in known]:
+        errors.append(f"{setting}: unknown service {', '.join(unknown)}; expected {what}: {', '.join(known)}")
+    if twice := sorted({n for n in chosen if chosen.count(n) > 1}):
+        errors.append(f"{setting}: {', '.join(twice)} listed more than once; expected each service once")
+    return errors
+
+
+def resources_errors(setting: str, resources: Any) -> list[str]:
+    """{requests: {cpu, memory}, limits: {cpu, memory}} with Kubernetes quantities."""
+    if not isinstance(resources, dict):
+        return [
+            f"{setting}: expected a mapping {{requests: {{cpu, memory}}, limits: {{cpu, memory}}}}, got {resources!r}"
+        ]
+    errors = []
+    for part, amounts in resources.items():
+        if part not in ("requests", "limits") or not isinstance(amounts, dict):
+            errors.append(f"{setting}.{part}: expected requests or limits, each {{cpu: 100m, memory: 256Mi}}")
+            continue
+        for kind, amount in amounts.items():
+            pattern = {"cpu": CPU, "memory": MEMORY}.get(kind)
+            if pattern is None:
+                errors.append(f"{setting}.{part}.{kind}: unknown resource; expected cpu or memory")
+            elif not matches(pattern, amount):
+                form = "cores like 500m or 1.5" if kind == "cpu" else "bytes like 256Mi, 1Gi or 512M"
+                errors.append(f"{setting}.{part}.{kind}: expected {form}, got {amount!r}")
+    return errors
+
+
+def autoscaling_errors(setting: str, bounds: Any) -> list[str]:
+    """false/true, or {min, max, cpu_pct, memory_pct} with 1 <= min <= max <= 100."""
+    if isinstance(bounds, bool) or bounds is None:
+        return []
+    if not isinstance(bounds, dict):
+        return [f"{setting}: expected true, false or {{min: 2, max: 6}}, got {bounds!r}"]
+    errors = [
+        f"{setting}.{key}: unknown key; expected some of {', '.join(AUTOSCALING_KEYS)}"
+        for key in bounds
+        if key not in AUTOSCALING_KEYS
+    ]
+    for key in AUTOSCALING_KEYS:
+        if key in bounds and not _whole(bounds[key], 1, 100):
+            errors.append(f"{setting}.{key}: expected a whole number from 1 to 100, got {bounds[key]!r}")
+    low, high = bounds.get("min"), bounds.get("max")
+    if _whole(low, 1, 100) and _whole(high, 1, 100) and int(low) > int(high):
+        errors.append(f"{setting}: min {low} is above max {high}; expected min <= max")
+    return errors
+
+
+def service_settings_errors(
+    known: list[str], settings: Any, prefix: str = "service_releases_service_settings"
+) -> list[str]:
+    """Per-service replicas, resources and autoscaling: no unknown service or key (a typo such as
+    `replicsa` would otherwise be dropped silently), each value in its form."""
+    if not isinstance(settings, dict):
+        return [f"{prefix}: expected a mapping {{service: {{replicas, resources, autoscaling}}}}, got {settings!r}"]
+    errors = []
+    for name, own in settings.items():
+        where = f"{prefix}.{name}"
+        if name not in known:
+            errors.append(f"{where}: unknown service; expected names from catalog/services.yml: {', '.join(known)}")
+            continue
+        if not isinstance(own, dict):
+            errors.append(f"{where}: expected a mapping with some of {', '.join(SERVICE_SETTING_KEYS)}, got {own!r}")
+            continue
+        for key, value in own.items():
+            if key not in SERVICE_SETTING_KEYS:
+                errors.append(f"{where}.{key}: unknown key; expected some of {', '.join(SERVICE_SETTING_KEYS)}")
+            elif key == "replicas" and not _whole(value, 0, MAX_REPLICAS):
+                errors.append(f"{where}.replicas: expected a whole number from 0 to {MAX_REPLICAS}, got {value!r}")
+            elif key == "resources":
+                errors += resources_errors(f"{where}.resources", value)
+            elif key == "autoscaling":
+                errors += autoscaling_errors(f"{where}.autoscaling", value)
+    return errors
+
+
+def overrides_errors(known: list[str], overrides: Any, chart_keys: list[str] | None) -> list[str]:
+    """Chart values per service: known services, top-level keys the chart's schema knows."""
+    if not isinstance(overrides, dict):
+        return [
+            f"service_releases_values_overrides: expected a mapping {{service: {{chart values}}}}, got {overrides!r}"
+        ]
+    errors = []
+    for name, values in overrides.items():
+        where = f"service_releases_values_overrides.{name}"
+        if name not in known:
+            errors.append(f"{where}: unknown service; expected names from catalog/services.yml")
+        elif not isinstance(values, dict):
+            errors.append(f"{where}: expected a mapping of chart values, got {values!r}")
+        elif chart_keys:
+            for key in values:
+                if key not in chart_keys:
+                    errors.append(
+                        f"{where}.{key}: not a value of the service chart; expected one of the keys of "
+                        "charts/openpolicy-service/values.yaml (docs/charts.md)"
+                    )
+    return errors
+
+
+def release_input_errors(catalog: dict, inputs: dict) -> list[str]:
+    """Every problem with the releases' settings and the operator's extra-vars, one line each,
+    naming the setting and the expected form (roles/service_releases, tasks/validate.yml)."""
+    catalog, inputs = plain(catalog), plain(inputs)
+    known = [s["name"] for s in catalog["services"]]
+    enabled = inputs.get("enabled") or []
+    raw_selected = inputs.get("selected")
+    selected = names(raw_selected)
+    versions = inputs.get("versions") or {}
+    default_version = inputs.get("default_version") or ""
+    override = inputs.get("version_override") or ""
+    environment = inputs.get("environment", "")
+    errors = []
+    if unknown := [n for n in enabled if n not in known]:
+        errors.append(
+            f"service_releases_enabled: unknown service {', '.join(unknown)}; "
+            f"expected names from catalog/services.yml: {', '.join(known)}"
+        )
+    if problems := selection_errors("services", raw_selected, known):
+        errors += problems
+    elif disabled := [n for n in selected if n not in enabled]:
+        errors.append(
+            f"services: {', '.join(disabled)} not enabled in {environment}; "
+            f"expected some of service_releases_enabled: {', '.join(enabled)}"
+        )
+    if unknown := [n for n in versions if n not in known]:
+        errors.append(f"service_releases_versions: unknown service {', '.join(unknown)}; expected catalog names")
+    for name, version in versions.items():
+        if not matches(VERSION, version):
+            errors.append(
+                f"service_releases_versions.{name}: expected a version like 1.4.2 "
+                f"(MAJOR.MINOR.PATCH, optional -suffix), got {str(version)!r}"
+            )
+    if default_version and not matches(VERSION, default_version):
+        errors.append(
+            f"service_releases_default_version: expected a version like 1.4.2 or empty, got {default_version!r}"
+        )
+    unpinned = [n for n in enabled if n not in versions]
+    if unpinned and (not default_version or inputs.get("require_pinned")):
+        errors.append(
+            f"service_releases_versions: no version for {', '.join(unpinned)}; "
+            f"{environment} pins every enabled service's version (name: MAJOR.MINOR.PATCH)"
+        )
+    if override and (len(selected) != 1 or not matches(VERSION, override)):
+        errors.append(
+            "version: expected a version like 1.4.2 for exactly one service (-e services=NAME -e version=1.4.2), "
+            f"got {override!r} for {len(selected)} service(s)"
+        )
+    if inputs.get("confirm_required") and inputs.get("confirm") != environment:
+        errors.append(
+            f"confirm: a {environment} run needs -e confirm={environment} (got '{inputs.get('confirm') or ''}')"
+        )
+    if int(inputs.get("timeout", 1)) <= 0 or int(inputs.get("history_max", 10)) <= 1:
+        errors.append(
+            "service_releases_timeout/service_releases_history_max: expected a timeout above 0 seconds and a history "
+            f"above 1, got {inputs.get('timeout')} and {inputs.get('history_max')}"
+        )
+    if inputs.get("placeholder_secrets") and environment != "local":
+        errors.append(
+            "service_releases_placeholder_secrets: only the local environment may use placeholder Secrets; "
+            f"{environment} reads the Secrets the secrets capability delivers"
+        )
+    if "replicas" in inputs and not _whole(inputs["replicas"], 0, MAX_REPLICAS):
+        errors.append(
+            f"service_releases_replicas: expected a whole number from 0 to {MAX_REPLICAS}, got {inputs['replicas']!r}"
+        )
+    errors += service_settings_errors(known, inputs.get("service_settings") or {})
+    errors += overrides_errors(known, inputs.get("values_overrides") or {}, inputs.get("chart_keys"))
+    return errors
+
+
+def rollback_input_errors(catalog: dict, inputs: dict) -> list[str]:
+    """Every problem with rollback.yml's extra-vars (service, revision, release_set), one line each."""
+    catalog, inputs = plain(catalog), plain(inputs)
+    known = [s["name"] for s in catalog["services"]]
+    service = str(inputs.get("service") or "")
+    revision = str(inputs.get("revision") or "")
+    target = str(inputs.get("release_set") or "previous")
+    errors = []
+    if revision and not WHOLE.fullmatch(revision):
+        errors.append(f"revision: expected a whole number from 1 (a Helm revision of the service), got {revision!r}")
+    elif revision and not service:
+        errors.append(f"revision: names a revision of one service; expected -e service=NAME -e revision={revision}")
+    if target != "previous" and not WHOLE.fullmatch(target):
+        errors.append(f"release_set: expected previous or the number of a recorded set, got {target!r}")
+    if service and service not in known:
+        errors.append(f"service: unknown service {service!r}; expected one of: {', '.join(known)}")
+    if service and target != "previous":
+        errors.append("release_set: rolls back the whole environment; leave out -e service=... (or -e release_set=...)")
+    if int(inputs.get("keep", 2)) < 2:
+        errors.append(
+            f"release_set_keep: expected at least 2 (the live set and the one before), got {inputs.get('keep')}"
+        )
+    return errors
+
+
+def _form(attrs: dict) -> str:
+    """The expected form of one argument-spec option, in words."""
+    kind = attrs.get("type", "str")
+    words = {
+        "int": "a whole number",
+        "bool": "true or false",
+        "str": "a string",
+        "list": "a list",
+        "dict": "a mapping",
+        "path": "a path",
+        "float": "a number",
+        "raw": "a value",
+    }.get(kind, kind)
+    if attrs.get("choices"):
+        words = "one of " + ", ".join(str(c) for c in attrs["choices"])
+    elif kind == "list" and attrs.get("elements"):
+        words += f" of {attrs['elements']}"
+    description = attrs.get("description")
+    if isinstance(description, list):
+        description = " ".join(description)
+    return f"{words} ({description.rstrip('.')})" if description else words
+
+
+def spec_error(name: str, label: str, attrs: dict, value: Any, missing: bool = False) -> str:
+    """One line for an option an argument spec refuses: the name the operator typed, the form."""
+    if missing:
+        return f"{label}: required; expected {_form(attrs)}"
+    return f"{label}: expected {_form(attrs)}, got {value!r}"

@@ -1,0 +1,282 @@
+"""Release state and rollback planning, from Helm's own interface (the helm CLI's JSON output:
+`helm list -o json`, `helm history -o json`, `helm get values -o json`), never from Helm's
+storage Secrets. Pure functions, unit-tested in tests/unit; the module helm_releases runs the
+helm commands and hands their output here.
+
+A release is {"history": [entry, ...] (oldest first), "deployed": the entry serving or None,
+"current": latest revision}; an entry is {revision, status, chart, chart_version, app_version,
+values_checksum, updated, description}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ansible_collections.openpolicy.deploy.plugins.module_utils.catalog import plain, values_checksum
+
+SET_LABEL = "openpolicy.dev/release-set"
+_CHART = re.compile(r"^(?P<name>.+?)-(?P<version>v?[0-9]+\.[0-9]+\.[0-9]+.*)$")
+
+
+def split_chart(chart: str) -> tuple[str, str]:
+    """Helm's "openpolicy-service-0.1.0" as ("openpolicy-service", "0.1.0")."""
+    match = _CHART.match(chart or "")
+    return (match["name"], match["version"]) if match else (chart or "", "")
+
+
+def history_entry(item: dict, values: dict | None) -> dict:
+    """One `helm history -o json` item, with the user values of that revision when read
+    (app_version is the image tag the values set, else the chart's appVersion)."""
+    name, version = split_chart(item.get("chart", ""))
+    tag = ((values or {}).get("image") or {}).get("tag") if values is not None else None
+    return {
+        "revision": int(item["revision"]),
+        "status": item.get("status", ""),
+        "chart": name,
+        "chart_version": version,
+        "app_version": str(tag if tag is not None else item.get("app_version", "")),
+        "values_checksum": values_checksum(values) if values is not None else "",
+        "updated": str(item.get("updated", "")),
+        "description": item.get("description", ""),
+    }
+
+
+def release(history: list[dict], values: dict | None = None) -> dict:
+    """A release from its `helm history -o json` and {revision: user values} of the revisions read."""
+    values = {int(k): v for k, v in (values or {}).items()}
+    entries = sorted(
+        (history_entry(item, values.get(int(item["revision"]))) for item in history or []),
+        key=lambda e: e["revision"],
+    )
+    deployed = [e for e in entries if e["status"] == "deployed"]
+    return {
+        "history": entries,
+        "deployed": deployed[-1] if deployed else None,
+        "current": entries[-1]["revision"] if entries else 0,
+    }
+
+
+def revisions_to_read(history: list[dict], full: bool) -> list[int]:
+    """The revisions whose values a reader needs: all of them (a one-service rollback compares
+    contents) or only the one deployed and the latest (plans, sets, summaries)."""
+    revisions = sorted(int(item["revision"]) for item in history or [])
+    if full:
+        return revisions
+    deployed = [int(i["revision"]) for i in history or [] if i.get("status") == "deployed"]
+    return sorted(set(deployed[-1:] + revisions[-1:]))
+
+
+def previous_revision(release_: dict) -> int:
+    """The revision a one-service rollback returns to: the latest earlier revision that served
+    (superseded or deployed) with other content than what serves now; 0 when there is none."""
+    deployed = release_.get("deployed")
+    if not deployed:
+        return 0
+    for entry in reversed(release_["history"]):
+        if entry["revision"] >= deployed["revision"] or entry["status"] not in ("superseded", "deployed"):
+            continue
+        if (entry["values_checksum"], entry["chart_version"]) != (
+            deployed["values_checksum"],
+            deployed["chart_version"],
+        ):
+            return entry["revision"]
+    return 0
+
+
+def failed_upgrade(service: str, release_: dict | None, detail: str = "") -> str:
+    """The one line a failed upgrade ends with: "service X: revision N failed, revision M is
+    serving (how it got there): why N failed". ``detail`` (Helm's error) stands in for the
+    reason when the history has no failed revision."""
+    history = (release_ or {}).get("history") or []
+    failed = [e for e in history if e["status"] == "failed"]
+    deployed = (release_ or {}).get("deployed")
+    why = " ".join((failed[-1].get("description", "") if failed else detail).split())
+    failed_text = f"revision {failed[-1]['revision']} failed" if failed else "the upgrade failed"
+    if deployed:
+        how = f" ({deployed['description']})" if deployed.get("description") else ""
+        serving = f"revision {deployed['revision']} is serving{how}"
+    else:
+        serving = "no revision is serving (the first install was removed)"
+    return f"service {service}: {failed_text}, {serving}" + (f": {why}" if why else "")
+
+
+def live_services(releases: dict, chart: str = "openpolicy-service") -> dict[str, dict]:
+    """What serves now, per service: the entry a release set records."""
+    out = {}
+    for name, item in sorted((releases or {}).items()):
+        deployed = item.get("deployed")
+        if not deployed or deployed.get("chart") != chart:
+            continue
+        out[name] = {
+            "chart_version": deployed["chart_version"],
+            "app_version": deployed["app_version"],
+            "revision": deployed["revision"],
+            "values_checksum": deployed["values_checksum"],
+            "time": deployed["updated"],
+            "backup_label": "",
+        }
+    return out
+
+
+def release_sets(configmaps: list[dict]) -> list[dict]:
+    """The recorded release sets, oldest first: {number, previous, reason, recorded, name, services}."""
+    sets = []
+    for configmap in configmaps or []:
+        labels = configmap.get("metadata", {}).get("labels") or {}
+        if SET_LABEL not in labels:
+            continue
+        data = configmap.get("data") or {}
+        sets.append(
+            {
+                "number": int(data.get("set", labels[SET_LABEL])),
+                "previous": int(data.get("previous") or 0),
+                "reason": data.get("reason", ""),
+                "recorded": data.get("recorded", ""),
+                "name": configmap["metadata"]["name"],
+                "services": json.loads(data.get("services.json") or "{}"),
+            }
+        )
+    return sorted(sets, key=lambda item: item["number"])
+
+
+def _content(entry: dict) -> tuple:
+    return (entry.get("chart_version"), entry.get("app_version"), entry.get("values_checksum"))
+
+
+def same_set(services: dict, recorded: dict | None) -> bool:
+    """True when the live services equal a recorded set (revisions included, backup labels not)."""
+    if recorded is None:
+        return False
+    keys = ("chart_version", "app_version", "revision", "values_checksum")
+
+    def strip(entries: dict | None) -> dict:
+        return {n: {k: e.get(k) for k in keys} for n, e in (entries or {}).items()}
+
+    return strip(services) == strip(recorded.get("services"))
+
+
+def rollback_targets(target: dict, releases: dict) -> dict:
+    """{"targets": {service: revision}, "missing": [...]}: the releases that must go back to
+    the target set's revisions (those whose serving content differs from it), and the services
+    whose target revision Helm no longer keeps."""
+    targets, missing = {}, []
+    for name, entry in sorted((target.get("services") or {}).items()):
+        item = (releases or {}).get(name) or {}
+        deployed = item.get("deployed")
+        if deployed and _content(deployed) == _content(entry):
+            continue
+        revisions = {e["revision"] for e in item.get("history") or []}
+        if entry["revision"] not in revisions:
+            missing.append(f"{name} revision {entry['revision']}")
+            continue
+        targets[name] = entry["revision"]
+    return {"targets": targets, "missing": missing}
+
+
+def summary_rows(services: dict, releases: dict, deployments: list[dict]) -> list[dict]:
+    """One summary row per release: service, version, revision, ready replicas, status."""
+    ready = {}
+    for deployment in deployments or []:
+        status = deployment.get("status") or {}
+        wanted = (deployment.get("spec") or {}).get("replicas", 0)
+        ready[deployment["metadata"]["name"]] = f"{status.get('readyReplicas', 0)}/{wanted}"
+    rows = []
+    for name in sorted(releases or {}):
+        item = releases[name]
+        latest = item["history"][-1] if item.get("history") else {}
+        entry = (services or {}).get(name) or {}
+        rows.append(
+            {
+                "service": name,
+                "version": entry.get("app_version", latest.get("app_version", "")),
+                "revision": entry.get("revision", latest.get("revision", "")),
+                "ready": ready.get(name, "-"),
+                "status": latest.get("status", ""),
+            }
+        )
+    return rows
+
+
+def _items(listing: dict | str) -> list[dict]:
+    if isinstance(listing, str):
+        listing = json.loads(listing or "{}")
+    return plain((listing or {}).get("items") or [])
+
+
+def namespace_state(listing: dict | str) -> dict:
+    """What one `kubectl get configmaps,deployments -o json` of a namespace says (the JSON text
+    or its parsed form): {"sets": release_sets, "deployments": [...]}."""
+    items = _items(listing)
+    return {
+        "sets": release_sets([i for i in items if i.get("kind") == "ConfigMap"]),
+        "deployments": [
+            {
+                "metadata": {"name": i["metadata"]["name"]},
+                "spec": {"replicas": i["spec"].get("replicas", 0)},
+                "status": i.get("status") or {},
+            }
+            for i in items
+            if i.get("kind") == "Deployment"
+        ],
+    }
+
+
+def deployed_summary(releases: dict) -> dict[str, dict]:
+    """{service: {revision, latest, values_checksum, chart_version}}: what release_plan compares
+    (small, so that Ansible passes it around cheaply)."""
+    out = {}
+    for name, item in (releases or {}).items():
+        deployed = item.get("deployed")
+        if deployed:
+            out[name] = {
+                "revision": deployed["revision"],
+                "latest": item["history"][-1]["revision"],
+                "values_checksum": deployed["values_checksum"],
+                "chart_version": deployed["chart_version"],
+            }
+    return out
+
+
+def secrets_to_apply(desired: list[dict], listing: dict | str) -> list[dict]:
+    """The Secrets whose data or labels differ from the namespace's listing (`kubectl get
+    secrets -o json`): an unchanged Secret is not applied again."""
+    existing = {i["metadata"]["name"]: i for i in _items(listing) if i.get("kind", "Secret") == "Secret"}
+    out = []
+    for secret in plain(desired) or []:
+        current = existing.get(secret["metadata"]["name"])
+        labels = (current or {}).get("metadata", {}).get("labels") or {}
+        if (
+            current is None
+            or (current.get("data") or {}) != secret["data"]
+            or any(labels.get(k) != v for k, v in secret["metadata"]["labels"].items())
+        ):
+            out.append(secret)
+    return out
+
+
+def object_names(listing: dict | str) -> list[str]:
+    """The names of the objects of a `kubectl get ... -o json` listing."""
+    return sorted(i["metadata"]["name"] for i in _items(listing))
+
+
+def helm_owners(listing: dict | str, kind: str = "", label: str = "") -> list[str]:
+    """The Helm releases that own the objects of a `kubectl get ... -o json` listing
+    (annotation meta.helm.sh/release-name; "" for an object Helm does not own), optionally only
+    the objects of one kind that carry a label ("key=value")."""
+    key, _, value = label.partition("=")
+    return sorted(
+        {
+            ((i.get("metadata") or {}).get("annotations") or {}).get("meta.helm.sh/release-name", "")
+            for i in _items(listing)
+            if (not kind or i.get("kind") == kind)
+            and (not key or ((i.get("metadata") or {}).get("labels") or {}).get(key) == value)
+        }
+    )
+
+
+def table(rows: list[dict], columns: list[str]) -> list[str]:
+    """Rows as aligned text lines, a header first (the summaries)."""
+    cells = [[str(c) for c in columns]] + [[str(row.get(c, "")) for c in columns] for row in rows or []]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]

@@ -1,0 +1,158 @@
+"""The operator's inputs, checked before anything is contacted: each bad input a new user tried
+gives one line naming the setting typed and the expected form; several problems give several
+lines in one run. Pure rules through plugins/module_utils/inputs.py; argument-spec ones through
+the preflight (playbooks/preflight.yml on the control host only, nothing else is reached)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
+
+from tests.helpers import REPO, failure_messages, run_playbook
+
+CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
+CHART_KEYS = list(
+    yaml.safe_load((REPO / "charts" / "openpolicy-service" / "values.schema.json").read_text())["properties"]
+)
+ENABLED = [s["name"] for s in CATALOG["services"]]
+GOOD = {
+    "environment": "local",
+    "enabled": ENABLED,
+    "selected": "",
+    "versions": {},
+    "default_version": "1.4.2",
+    "timeout": 300,
+    "history_max": 10,
+    "replicas": 1,
+    "service_settings": {},
+    "values_overrides": {},
+    "chart_keys": CHART_KEYS,
+}
+
+# case: (changed inputs, the setting the line names, what it says is expected)
+RELEASE_CASES = {
+    "typo in a service's settings": (
+        {"service_settings": {"auth-service": {"replicsa": 3}}},
+        "service_releases_service_settings.auth-service.replicsa",
+        "expected some of replicas, resources, autoscaling",
+    ),
+    "negative replicas": (
+        {"service_settings": {"auth-service": {"replicas": -1}}},
+        "service_releases_service_settings.auth-service.replicas",
+        "whole number from 0",
+    ),
+    "HPA min above max": (
+        {"service_settings": {"auth-service": {"autoscaling": {"min": 6, "max": 2}}}},
+        "service_releases_service_settings.auth-service.autoscaling",
+        "min <= max",
+    ),
+    "memory lots": (
+        {"service_settings": {"auth-service": {"resources": {"limits": {"memory": "lots"}}}}},
+        "service_releases_service_settings.auth-service.resources.limits.memory",
+        "256Mi",
+    ),
+    "unknown chart key in the overrides": (
+        {"values_overrides": {"auth-service": {"replicas": 3}}},
+        "service_releases_values_overrides.auth-service.replicas",
+        "keys of charts/openpolicy-service/values.yaml",
+    ),
+    "services of commas only": ({"selected": ",,,"}, "services", "names no service"),
+    "a service listed twice": ({"selected": "auth-service,auth-service"}, "services", "each service once"),
+    "unknown service": ({"selected": "billing"}, "services", "comma-separated list"),
+    "version ending in a newline": (
+        {"selected": "auth-service", "version_override": "1.5.0\n"},
+        "version",
+        "a version like 1.4.2",
+    ),
+    "pinned version ending in a newline": (
+        {"versions": {"auth-service": "1.5.0\n"}},
+        "service_releases_versions.auth-service",
+        "MAJOR.MINOR.PATCH",
+    ),
+    "production without confirmation": (
+        {"environment": "production", "confirm_required": True, "confirm": "prod"},
+        "confirm",
+        "-e confirm=production",
+    ),
+}
+ROLLBACK_CASES = {
+    "revision ending in a newline": ({"service": "auth-service", "revision": "3\n"}, "revision", "whole number"),
+    "set ending in a newline": ({"release_set": "2\n"}, "release_set", "previous or the number"),
+    "unknown service": ({"service": "auth\n"}, "service", "one of"),
+}
+
+
+@pytest.mark.parametrize("case", list(RELEASE_CASES))
+def test_release_inputs_name_the_setting_and_the_form(case: str):
+    change, setting, expected = RELEASE_CASES[case]
+    assert inputs.release_input_errors(CATALOG, GOOD) == []
+    errors = inputs.release_input_errors(CATALOG, GOOD | change)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(setting + ":"), errors[0]
+    assert expected in errors[0] and "\n" not in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("case", list(ROLLBACK_CASES))
+def test_rollback_inputs_name_the_setting_and_the_form(case: str):
+    change, setting, expected = ROLLBACK_CASES[case]
+    errors = inputs.rollback_input_errors(CATALOG, change)
+    assert errors and errors[0].startswith(setting + ":") and expected in errors[0], errors
+
+
+def test_every_problem_is_reported_at_once():
+    errors = inputs.release_input_errors(
+        CATALOG,
+        GOOD
+        | {
+            "selected": "auth-service,auth-service",
+            "service_settings": {"auth-service": {"replicsa": 3, "replicas": -1}},
+            "values_overrides": {"auth-service": {"replicas": 3}},
+        },
+    )
+    assert [e.split(":")[0] for e in errors] == [
+        "services",
+        "service_releases_service_settings.auth-service.replicsa",
+        "service_releases_service_settings.auth-service.replicas",
+        "service_releases_values_overrides.auth-service.replicas",
+    ]
+
+
+def test_patterns_match_whole_values():
+    assert inputs.matches(inputs.VERSION, "1.5.0")
+    assert not inputs.matches(inputs.VERSION, "1.5.0\n")
+    assert not inputs.matches(inputs.MEMORY, "256Mi\n")
+
+
+# Argument-spec inputs, through the preflight: (playbook, extra-vars, the line's start, expected form)
+PREFLIGHT_CASES = {
+    "rotation of an unknown kind": (
+        "rotate_secrets.yml",
+        {"kind": "ssh_key"},
+        "preflight: kind:",
+        "one of database_password, jwt_signing_key, redis_password",
+    ),
+    "backup of an unknown type": ("backup.yml", {"type": "weekly"}, "preflight: type:", "one of full, diff, incr"),
+    "nodes not a number": (
+        "preflight.yml",
+        {"k8s_cluster_nodes": "three"},
+        "preflight: k8s_cluster_nodes:",
+        "a whole number",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PREFLIGHT_CASES))
+def test_argument_spec_inputs_fail_in_one_line_naming_what_was_typed(case: str, tmp_path):
+    playbook, extra, start, expected = PREFLIGHT_CASES[case]
+    result = run_playbook(
+        playbook,
+        "--limit",
+        "control",
+        extra_vars={**extra, "secrets_vault_file": str(tmp_path / "vault.yml")},
+    )
+    assert result.returncode != 0, result.stdout[-2000:]
+    lines = [m for m in failure_messages(result) if m.startswith("preflight:")]
+    assert lines and lines[0].startswith(start) and expected in lines[0], result.stdout[-3000:]
+    assert "argument_spec" not in result.stdout and "Validation of arguments failed" not in result.stdout
+    assert not (tmp_path / "vault.yml").exists(), "the vault is written only after the preflight passed"
