@@ -3,17 +3,13 @@ stanza backs up, or a new one (a rebuilt host) that must not be started as an em
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles" / "postgresql" / "filter_plugins" / "postgresql_rebuild.py"
-_spec = importlib.util.spec_from_file_location("postgresql_rebuild", PLUGIN)
-assert _spec and _spec.loader
-rebuild = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rebuild)
+from tests.helpers import load_filter_plugin
+
+rebuild = load_filter_plugin("postgresql_rebuild")
 
 STANZA_ID = 7310000000000000001
 

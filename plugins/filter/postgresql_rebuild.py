@@ -4,7 +4,7 @@
 system id, timeline and last checkpoint; empty text when there is no cluster) and the JSON of
 `pgbackrest info` of the stanza: '' when the cluster may be started as it is (the stanza holds
 no backup, or the cluster is the one it backs up and not behind it), else one clause saying
-why the cluster is not the live database. A host built from an image that carries a cluster
+why the cluster is not the live database. A cluster copied from another host (or a snapshot)
 can share the stanza's system id, so a cluster on an older timeline, or whose last checkpoint
 is before the start of the newest backup of its timeline, is not the live database either.
 """
