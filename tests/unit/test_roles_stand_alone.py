@@ -32,7 +32,7 @@ ALLOWED = {
     ("pgbackrest", "postgresql_reporting_role"): "same server: the read-only role the manifest logs in as",
     ("pgbackrest", "host_baseline_textfile_dir"): "same host: node_exporter's textfile directory the baseline made",
     ("pgbackrest", "host_baseline_group"): "same host: the ops group the baseline made, owner of that directory",
-    ("postgresql", "pgbackrest_stanza"): "asks the same deployment's repository about its stanza: follows its name unless set",
+    ("postgresql", "pgbackrest_stanza"): "asks its deployment's repository about the stanza: same name unless set",
     ("secrets", "secrets_checksums"): "its own output fact (secrets_ is its prefix)",
 }
 # Paths outside the role: `..` through role_path, the playbook's or the repository's folders.
