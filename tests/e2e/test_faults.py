@@ -1,5 +1,5 @@
 """Faults survived with nothing acknowledged lost (issue 16), on podman db and backup hosts of the
-module's own (PostgreSQL 59532, Redis 59479, pgBackRest TLS 59540/59541, scratch 59533: a
+module's own (sshd 52231/52232, PostgreSQL 59532, Redis 59479, pgBackRest TLS 59540/59541, scratch 59533: a
 `make up` environment is left alone) and no cluster: the services are their database roles and
 Redis users, logging in with the passwords of the environment's vault.
 
@@ -28,6 +28,8 @@ DB_HOST = "openpolicy-e2e-faults-db1"
 BACKUP_HOST = "openpolicy-e2e-faults-backup1"
 PG_PORT = 59532
 REDIS_PORT = 59479
+# sshd of the two hosts: a `make up` environment keeps 52201-52202.
+SSH_PORTS = {"52201": "52231", "52202": "52232"}
 # Short, so that a crash test needs seconds, not minutes; the RPO is reported against it.
 ARCHIVE_TIMEOUT = 10
 STANZA = "openpolicy"
@@ -42,7 +44,10 @@ class FaultsEnv(SecretsEnv):
         super().__init__(root, kube=None, cluster_vars={})  # type: ignore[arg-type]
         hosts = self.inventory / "hosts.yml"
         text = hosts.read_text().replace("openpolicy-local-db1", DB_HOST)
-        hosts.write_text(text.replace("openpolicy-local-backup1", BACKUP_HOST))
+        text = text.replace("openpolicy-local-backup1", BACKUP_HOST)
+        for local, own in SSH_PORTS.items():
+            text = text.replace(f"ansible_port: {local}", f"ansible_port: {own}")
+        hosts.write_text(text)
         self.host_vars = {
             "podman_hosts_environment": "e2e-faults",
             "postgresql_port": PG_PORT,
