@@ -42,6 +42,8 @@ class RotationEnv(SecretsEnv):
             "redis_port": REDIS_PORT,
             "podman_hosts_groups": ["db"],
             "podman_hosts_environment": "e2e-secrets",
+            # No backup host here: nothing to ask before PostgreSQL starts (roles/postgresql guard.yml).
+            "postgresql_backup_repo_host": "",
         }
 
     def play(self, playbook: str, *args: str, hosts_only: bool = False, **extra) -> subprocess.CompletedProcess:

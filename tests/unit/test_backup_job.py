@@ -33,7 +33,8 @@ if command == "backup":
     if mode == "fail":
         print("ERROR: [056]: unable to find primary cluster - cannot proceed", file=sys.stderr)
         sys.exit(56)
-    if mode == "hang":
+    if mode == "hang" or (mode == "hang_once" and not os.path.exists(calls + ".hung")):
+        open(calls + ".hung", "w").close()
         time.sleep(60)
     if mode == "orphan":
         import subprocess
@@ -55,7 +56,9 @@ if command == "info":
             "timestamp": {"start": last["start"], "stop": last["start"] + 2},
             "info": {"size": 31000000, "delta": 31000000, "repository": {"size": 6000000, "delta": 6000000}},
         })
-    print(json.dumps([{"name": "openpolicy", "status": {"code": 0}, "backup": backups}]))
+    stanza_id = int(os.environ.get("FAKE_STANZA_SYSTEM_ID", "7300000000000000001"))
+    db = [{"id": 1, "repo-key": 1, "system-id": stanza_id, "version": "15"}]
+    print(json.dumps([{"name": "openpolicy", "status": {"code": 0}, "db": db, "backup": backups}]))
     sys.exit(0)
 sys.exit(1)
 """
@@ -192,9 +195,7 @@ def test_a_second_run_is_skipped_while_the_first_holds_the_lock(fake_pgbackrest:
         first.wait()
 
 
-def test_killed_pgbackrest_fails_then_the_next_run_succeeds(fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
-    env = {**os.environ, "FAKE_PGBACKREST_MODE": "hang"}
-    job = subprocess.Popen(runner_command(dirs, "backup", "--type", "full"), env=env, stdout=subprocess.PIPE, text=True)
+def kill_pgbackrest_of(job: subprocess.Popen) -> None:
     deadline = time.monotonic() + 10
     pid = None
     while pid is None and time.monotonic() < deadline:
@@ -203,9 +204,16 @@ def test_killed_pgbackrest_fails_then_the_next_run_succeeds(fake_pgbackrest: Pat
         time.sleep(0.05)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_pgbackrest_fails_then_the_next_run_succeeds(fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+    env = {**os.environ, "FAKE_PGBACKREST_MODE": "hang"}
+    job = subprocess.Popen(runner_command(dirs, "backup", "--type", "full"), env=env, stdout=subprocess.PIPE, text=True)
+    kill_pgbackrest_of(job)
     output, _ = job.communicate(timeout=30)
     assert job.returncode == 137
     assert "result=failed exit=137" in output
+    assert 'error="pgbackrest killed by SIGKILL"' in output
     assert metrics(dirs)['openpolicy_backup_last_run_exit_code{stanza="openpolicy",type="full"}'] == 137
     assert run_job(dirs, "backup", "--type", "full").returncode == 0
     samples = metrics(dirs)
@@ -269,3 +277,83 @@ def test_workers_that_outlive_pgbackrest_are_ended(fake_pgbackrest: Path, dirs: 
         time.sleep(0.05)
     state = Path(f"/proc/{worker}/stat")
     assert not state.exists() or state.read_text().split()[2] == "Z"
+
+
+# psql for the system-id check and the manifest: the id from FAKE_CLUSTER_SYSTEM_ID, rows per
+# schema unless FAKE_PSQL_MANIFEST=fail (a table the reporting role cannot read).
+FAKE_PSQL = """#!/usr/bin/env python3
+import os, sys
+query = sys.argv[-1]
+if "pg_control_system" in query:
+    print(os.environ.get("FAKE_CLUSTER_SYSTEM_ID", "7300000000000000001"))
+    sys.exit(0)
+if os.environ.get("FAKE_PSQL_MANIFEST") == "fail":
+    print('ERROR:  permission denied for table sessions', file=sys.stderr)
+    sys.exit(1)
+print("auth\\t3")
+"""
+
+
+@pytest.fixture
+def fake_psql(fake_pgbackrest: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    fake = Path(os.environ["PATH"].split(os.pathsep)[0]) / "psql"
+    fake.write_text(FAKE_PSQL)
+    fake.chmod(0o755)
+    return fake
+
+
+def backup_with_manifest(dirs: dict[str, Path], **env: str) -> subprocess.CompletedProcess[str]:
+    command = runner_command(dirs, "backup", "--type", "full", "--manifest-conninfo", "host=db dbname=openpolicy")
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=60, check=False)
+
+
+def backup_calls(calls: Path) -> list[list[str]]:
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return [args for args in map(json.loads, lines) if args[-1] == "backup"]
+
+
+def test_a_cluster_that_is_not_the_stanzas_is_refused(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
+) -> None:
+    result = backup_with_manifest(dirs, FAKE_CLUSTER_SYSTEM_ID="7399999999999999999")
+    assert result.returncode == 65, result.stdout + result.stderr
+    assert "system id 7399999999999999999 is not stanza openpolicy's 7300000000000000001" in result.stdout
+    assert backup_calls(fake_pgbackrest) == []
+    samples = metrics(dirs)
+    assert samples['openpolicy_backup_cluster_system_id_match{stanza="openpolicy"}'] == 0
+    assert samples['openpolicy_backup_last_run_success{stanza="openpolicy",type="full"}'] == 0
+
+
+def test_the_stanzas_own_cluster_is_backed_up(fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+    result = backup_with_manifest(dirs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(backup_calls(fake_pgbackrest)) == 1
+    samples = metrics(dirs)
+    assert samples['openpolicy_backup_cluster_system_id_match{stanza="openpolicy"}'] == 1
+    assert samples['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 1
+
+
+def test_a_failed_manifest_is_published(fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+    result = backup_with_manifest(dirs, FAKE_PSQL_MANIFEST="fail")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "manifest=failed" in result.stdout
+    assert metrics(dirs)['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 0
+
+
+def test_a_killed_run_is_published_then_retried_once(fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+    env = {**os.environ, "FAKE_PGBACKREST_MODE": "hang_once"}
+    command = runner_command(dirs, "backup", "--type", "incr", "--retry-after-kill", "0.2")
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    hung = Path(f"{fake_pgbackrest}.hung")
+    deadline = time.monotonic() + 10
+    while not hung.exists() and time.monotonic() < deadline:  # killed before it hangs, it would hang again
+        time.sleep(0.05)
+    kill_pgbackrest_of(job)
+    output, _ = job.communicate(timeout=30)
+    assert job.returncode == 0, output
+    lines = output.splitlines()
+    assert "result=failed exit=137" in lines[0] and "result=retrying" in lines[1] and "result=success" in lines[2]
+    samples = metrics(dirs)
+    assert samples['openpolicy_backup_runs_total{stanza="openpolicy",type="incr",result="failed"}'] == 1
+    assert samples['openpolicy_backup_runs_total{stanza="openpolicy",type="incr",result="success"}'] == 1
+    assert samples['openpolicy_backup_last_run_success{stanza="openpolicy",type="incr"}'] == 1

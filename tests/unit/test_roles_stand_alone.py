@@ -32,6 +32,7 @@ ALLOWED = {
     ("pgbackrest", "postgresql_reporting_role"): "same server: the read-only role the manifest logs in as",
     ("pgbackrest", "host_baseline_textfile_dir"): "same host: node_exporter's textfile directory the baseline made",
     ("pgbackrest", "host_baseline_group"): "same host: the ops group the baseline made, owner of that directory",
+    ("postgresql", "pgbackrest_stanza"): "asks its deployment's repository about the stanza: same name unless set",
     ("secrets", "secrets_checksums"): "its own output fact (secrets_ is its prefix)",
     ("node_exporter", "host_baseline_textfile_dir"): "same host: the textfile directory the baseline made",
     ("postgres_exporter", "postgresql_advertise_address"): "same db host: the server it reads statistics from",

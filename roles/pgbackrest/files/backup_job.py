@@ -10,7 +10,9 @@ Usage:
 Every run writes Prometheus metrics atomically into node_exporter's textfile collector
 directory and prints one log line (logfmt, or JSON with --json). A failed backup exits
 non-zero and leaves the last success time as it was; a run that cannot take the lock within
---lock-wait seconds exits 75 and counts as skipped. Installed by roles/pgbackrest; stdlib only.
+--lock-wait seconds exits 75 and counts as skipped. Before a backup, a cluster whose system id is
+not the stanza's (a new cluster on a rebuilt host, not the live database) is refused (exit 65).
+Installed by roles/pgbackrest; stdlib only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 BACKUP_TYPES = ("full", "diff", "incr")
 EXIT_SKIPPED = 75  # EX_TEMPFAIL: another run holds the lock
+EXIT_FOREIGN_CLUSTER = 65  # EX_DATAERR: the cluster is not the one the stanza backs up
 DEFAULT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"
 DEFAULT_STATE_DIR = "/var/lib/openpolicy/backup"
 
@@ -51,6 +54,9 @@ select archived_count, failed_count,
        pg_is_in_recovery()::int, current_setting('archive_mode')
 from pg_stat_archiver
 """
+
+
+SYSTEM_ID_QUERY = "select system_identifier from pg_control_system()"
 
 
 class JobError(Exception):
@@ -174,15 +180,65 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def backup_info(pgbackrest: str, stanza: str) -> list[dict[str, Any]]:
+def stanza_info(pgbackrest: str, stanza: str) -> dict[str, Any]:
     result = run([pgbackrest, f"--stanza={stanza}", "--output=json", "info"], timeout=300)
     if result.returncode != 0:
         raise JobError(f"pgbackrest info failed ({exit_status(result.returncode)}): {last_line(result.stderr)}")
     try:
-        stanzas = json.loads(result.stdout)
-        return list(stanzas[0].get("backup", []))
-    except (ValueError, IndexError, AttributeError) as error:
+        info = json.loads(result.stdout)[0]
+        if not isinstance(info, dict):
+            raise TypeError("not an object")
+        return info
+    except (ValueError, IndexError, TypeError) as error:
         raise JobError(f"pgbackrest info printed no stanza list: {error}") from error
+
+
+def backup_info(pgbackrest: str, stanza: str) -> list[dict[str, Any]]:
+    return list(stanza_info(pgbackrest, stanza).get("backup", []))
+
+
+def stanza_system_id(info: dict[str, Any]) -> str:
+    """System id of the cluster the stanza backs up now (its newest db entry), '' for a new stanza."""
+    databases = [db for db in info.get("db", []) if isinstance(db, dict) and "system-id" in db]
+    return str(max(databases, key=lambda db: db.get("id", 0))["system-id"]) if databases else ""
+
+
+def cluster_system_id(conninfo: str) -> str:
+    result = run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", SYSTEM_ID_QUERY], timeout=60)
+    if result.returncode != 0:
+        raise JobError(f"reading the cluster's system id failed: {last_line(result.stderr)}")
+    return result.stdout.strip()
+
+
+def foreign_cluster(args: argparse.Namespace, state: dict[str, Any]) -> str:
+    """Why the cluster must not be backed up into the stanza ('' when it may).
+
+    pgBackRest refuses a different system id too, but only deep in the run and with a generic
+    error; checked here first, the refusal has its own exit status, metric and alert. Without a
+    login (manifest off) or a stanza without a cluster yet, nothing is checked.
+    """
+    if not args.manifest_conninfo:
+        return ""
+    expected = stanza_system_id(stanza_info(args.pgbackrest, args.stanza))
+    if not expected:
+        return ""
+    found = cluster_system_id(args.manifest_conninfo)
+    state["cluster"] = {"system_id": found, "stanza_system_id": expected, "match": int(found == expected)}
+    if found == expected:
+        return ""
+    return (
+        f"refused: the cluster's system id {found} is not stanza {args.stanza}'s {expected}; "
+        "a new cluster is not the live database (docs/runbooks/backup-foreign-cluster.md)"
+    )
+
+
+def failure_text(status: int, output: str) -> str:
+    """The error of a failed run; a killed pgBackRest prints nothing, so the signal is named."""
+    if status > 128:
+        with contextlib.suppress(ValueError):
+            killed = f"pgbackrest killed by {signal.Signals(status - 128).name}"
+            return f"{killed}: {output}" if output else killed
+    return output
 
 
 def last_line(text: str) -> str:
@@ -240,7 +296,11 @@ def backup_metrics(stanza: str, state: dict[str, Any]) -> str:
         "openpolicy_backup_last_success_repo_size_bytes": ("gauge", "Repository bytes the last good backup added.", []),
         "openpolicy_backup_runs_total": ("counter", "Runs by result (success, failed, skipped).", []),
         "openpolicy_backup_last_success_info": ("gauge", "Label of the last good backup of this type.", []),
+        "openpolicy_backup_last_manifest_success": ("gauge", "1 if the last good backup got its row counts.", []),
+        "openpolicy_backup_cluster_system_id_match": ("gauge", "1 if the cluster is the stanza's.", []),
     }  # fmt: skip
+    if "cluster" in state:
+        families["openpolicy_backup_cluster_system_id_match"][2].append(({"stanza": stanza}, state["cluster"]["match"]))
     for backup_type in BACKUP_TYPES:
         entry = state.get(backup_type)
         if not entry:
@@ -260,6 +320,10 @@ def backup_metrics(stanza: str, state: dict[str, Any]) -> str:
                 families[name][2].append((labels, float(value)))
         for result, count in sorted(entry.get("runs", {}).items()):
             families["openpolicy_backup_runs_total"][2].append(({**labels, "result": result}, float(count)))
+        if entry.get("last_manifest") in ("ok", "failed"):
+            families["openpolicy_backup_last_manifest_success"][2].append(
+                (labels, float(entry["last_manifest"] == "ok"))
+            )
         if entry.get("last_success_label"):
             families["openpolicy_backup_last_success_info"][2].append(
                 ({**labels, "label": entry["last_success_label"]}, 1.0)
@@ -285,20 +349,35 @@ def command_backup(args: argparse.Namespace) -> int:
             log_line({"stanza": args.stanza, "type": args.type, "result": "skipped", "exit": EXIT_SKIPPED,
                       "reason": f"another run held the lock for {args.lock_wait:g}s"}, args.json)  # fmt: skip
             return EXIT_SKIPPED
-        return run_backup(args, load_state(state_path))
+        status = run_backup(args, load_state(state_path))
+        if status > 128 and args.retry_after_kill > 0:
+            # Killed (OOM killer, an operator's kill -9): the failure is published; one more run
+            # resumes the partial backup, so the scheduled unit is not left failed by a kill.
+            log_line({"stanza": args.stanza, "type": args.type, "result": "retrying",
+                      "after": args.retry_after_kill}, args.json)  # fmt: skip
+            time.sleep(args.retry_after_kill)
+            status = run_backup(args, load_state(state_path))
+        return status
 
 
 def run_backup(args: argparse.Namespace, state: dict[str, Any]) -> int:
     started = time.time()
-    command = [args.pgbackrest, f"--stanza={args.stanza}", f"--type={args.type}"]
-    command += [f"--annotation={item}" for item in args.annotation]
-    command.append("backup")
-    result = run_process_group(command)
+    try:
+        refusal = foreign_cluster(args, state)
+    except JobError:
+        refusal = ""  # cluster or repository unreachable: the backup itself fails and says why
+    if refusal:
+        status, error = EXIT_FOREIGN_CLUSTER, refusal
+    else:
+        command = [args.pgbackrest, f"--stanza={args.stanza}", f"--type={args.type}"]
+        command += [f"--annotation={item}" for item in args.annotation]
+        command.append("backup")
+        result = run_process_group(command)
+        status = exit_status(result.returncode)
+        error = failure_text(status, last_line(result.stderr) or last_line(result.stdout))
     ended = time.time()
-    status = exit_status(result.returncode)
     fields: dict[str, Any] = {"stanza": args.stanza, "type": args.type}
     backup: dict[str, Any] = {}
-    error = last_line(result.stderr) or last_line(result.stdout)
     if status == 0:
         try:
             backups = [item for item in backup_info(args.pgbackrest, args.stanza) if item.get("type") == args.type]
@@ -322,7 +401,7 @@ def run_backup(args: argparse.Namespace, state: dict[str, Any]) -> int:
         runs["success"] = runs.get("success", 0) + 1
         fields.update(result="success", exit=0, duration=ended - started, label=backup.get("label", ""))
         fields.update(size=info.get("size", 0), repo_size=info.get("repository", {}).get("delta", 0))
-        fields["manifest"] = record_manifest(args, backup.get("label", ""))
+        fields["manifest"] = entry["last_manifest"] = record_manifest(args, backup.get("label", ""))
     else:
         entry["last_run_success"] = 0
         runs["failed"] = runs.get("failed", 0) + 1
@@ -414,6 +493,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     backup.add_argument("--pgbackrest", default="pgbackrest", help="pgbackrest executable")
     backup.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for a running job")
     backup.add_argument("--annotation", action="append", default=[], help="key=value stored with the backup")
+    backup.add_argument("--retry-after-kill", type=float, default=0.0, help="seconds before one more run after a kill")
     backup.add_argument("--manifest-conninfo", default="", help="libpq conninfo for the row-count manifest")
 
     status = commands.add_parser("archive-status", parents=[common], help="publish WAL archiving metrics")
