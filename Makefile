@@ -94,11 +94,12 @@ test-quick: bootstrap ## the edit loop: lint, unit and chart tests side by side 
 test-molecule: images ## every Molecule scenario, MOLECULE_JOBS at a time; logs in .local/logs/
 	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS))
 
-# One scenario into its own log: a line when it passes, the whole log when it fails.
+# One scenario into its own log: a line when it passes, the whole log when it fails. Its
+# containers have fixed names, so a second checkout on the machine waits for the scenario's lock.
 $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS)): molecule-logged-%:
 	@mkdir -p "$(LOGS)"; log="$(LOGS)/molecule-$*.log"; started=$$(date +%s); \
 	echo "molecule $*: started (log: $$log)"; \
-	if molecule test -s $* >"$$log" 2>&1; then \
+	if flock /tmp/openpolicy-molecule-$*.lock molecule test -s $* >"$$log" 2>&1; then \
 	  echo "molecule $*: passed in $$(( $$(date +%s) - started ))s"; \
 	else \
 	  echo "molecule $*: FAILED after $$(( $$(date +%s) - started ))s; its log:"; sed 's/^/[$*] /' "$$log"; exit 1; \
@@ -106,7 +107,7 @@ $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS)): molecule-logged-%:
 
 # A static pattern rule: GNU make does not apply plain pattern rules to .PHONY targets.
 $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule scenario: make molecule-<name>
-	molecule test -s $*
+	flock /tmp/openpolicy-molecule-$*.lock molecule test -s $*
 
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
 	$(PYTEST) tests/e2e

@@ -6,7 +6,9 @@ the tests neither need nor disturb the cluster of `make up`.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,16 @@ import pytest
 from tests.helpers import Kube, recap, run_playbook
 
 E2E_CLUSTER = "openpolicy-e2e"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_run_of_this_module_at_a_time(request: pytest.FixtureRequest):
+    """Each module's hosts and ports are fixed: two checkouts on one machine (CI's and a
+    developer's) run the same module one after the other instead of into each other."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with (Path(tempfile.gettempdir()) / f"openpolicy-e2e-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")
