@@ -27,6 +27,9 @@ endif
 PYTEST := python -m pytest
 # pytest-xdist workers for tests/unit and tests/charts (docs/testing.md has the figures).
 PYTEST_WORKERS ?= auto
+# End-to-end modules side by side, a module per worker (each worker starts its own kwok cluster;
+# every module has hosts and ports of its own): most of their time is spent waiting on hosts.
+E2E_WORKERS ?= 2
 MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 # Scenarios run side by side (distinct host names and ports, see molecule/*/molecule.yml),
 # each into its own log, printed when it fails.
@@ -110,7 +113,7 @@ $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule
 	flock /tmp/openpolicy-molecule-$*.lock molecule test -s $*
 
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
-	$(PYTEST) tests/e2e
+	$(PYTEST) -n $(E2E_WORKERS) --dist loadfile --durations=0 tests/e2e
 
 test: test-quick test-molecule test-e2e ## everything CI runs (.ci/run): lint, unit, charts, Molecule, e2e
 

@@ -23,7 +23,11 @@ def test_vault_password() -> Path:
     """The tests' throwaway vault password (outside git, 0600): it encrypts the vaults they write."""
     path = Path(tempfile.gettempdir()) / f"openpolicy-tests-vault-password-{os.getuid()}"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_EXCL: of two pytest workers that get here at once, one writes and the other keeps it.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
     return path
