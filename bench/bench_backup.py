@@ -30,6 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from bench.results_file import write_results  # noqa: E402
+
 DB = "pgb-db1"
 BACKUP = "pgb-backup1"
 PORT = 57432
@@ -151,6 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label in (*restores, "restore: pg_restore -j2"):
         ratio, extra = figures[label] / raw_restore_time, figures[label] - raw_restore_time
         print(f"  {label:<58} x{ratio:5.2f}  {extra:+6.1f} s vs raw pgBackRest")
+    base = {"backup": raw_backup, "restore": raw_restore_time}
+    ratios = {
+        f"{label} / raw": round(value / base[kind], 2)
+        for label, value in figures.items()
+        if (kind := label.split(":")[0]) in base
+    }
+    rounded = {label: round(value, 2) for label, value in figures.items()}
+    write_results("backup", {**rounded, "ratios": ratios}, notes=f"pgbench scale {args.scale}")
     return 0
 
 

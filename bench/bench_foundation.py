@@ -24,6 +24,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from openpolicy_tools.pins import go_tool_dir  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from bench.results_file import write_results  # noqa: E402
+
 PYTHON = sys.executable
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "metrics-server")
 
@@ -70,9 +73,10 @@ def control_plane_rss_mib(workdir: Path) -> dict[str, float]:
     return usage
 
 
-def bench_bootstrap(cold_build: bool) -> None:
+def bench_bootstrap(cold_build: bool, figures: dict) -> None:
     warm = timed([PYTHON, "scripts/bootstrap.py"])
     print(f"bootstrap warm (everything cached): {warm:.1f} s")
+    figures["bootstrap_warm"] = round(warm, 2)
     if not cold_build:
         return
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as gocache:
@@ -81,9 +85,10 @@ def bench_bootstrap(cold_build: bool) -> None:
         venv = timed([PYTHON, "scripts/bootstrap.py", "--only", "venv,collections"], env)
         go = timed([PYTHON, "scripts/bootstrap.py", "--only", "go"], env)
         print(f"bootstrap cold: venv+collections {venv:.0f} s, Go programs {go:.0f} s (empty GOCACHE)")
+        figures.update(bootstrap_cold_venv_collections=round(venv, 1), bootstrap_cold_go=round(go, 1))
 
 
-def bench_cluster() -> None:
+def bench_cluster(figures: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "cluster"
         try:
@@ -98,6 +103,12 @@ def bench_cluster() -> None:
             total = sum(rss.values())
             parts = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(rss.items()))
             print(f"control plane resident memory with 100 nodes: {total:.0f} MiB ({parts})")
+            figures.update(
+                cluster_start_cold=round(cold, 1),
+                cluster_up_warm=round(warm, 2),
+                cluster_scale_3_to_100_nodes=round(wide, 1),
+                control_plane_rss_100_nodes_mib=round(total),
+            )
         finally:
             subprocess.run(cluster_cmd("down", workdir), cwd=REPO, check=False, capture_output=True)
 
@@ -112,8 +123,10 @@ def main() -> int:
     if not go_tool_dir("kubernetes").exists():
         print("bench: run `make bootstrap` first", file=sys.stderr)
         return 1
-    bench_bootstrap(args.cold_build)
-    bench_cluster()
+    figures: dict = {}
+    bench_bootstrap(args.cold_build, figures)
+    bench_cluster(figures)
+    write_results("foundation", figures, notes="no plain tool to compare: absolute seconds and MiB")
     return 0
 
 
