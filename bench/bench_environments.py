@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """site.yml on the production-shaped topology over SSH, beside the same on the local one.
 
-- staging: the real inventories/staging on four podman hosts (primary, replica, repository,
-  scratch), each with systemd and sshd on its own loopback port, reached as `deploy` with
-  become through tests/e2e/topology.py's overlay; provider `existing` on a kwok cluster;
-- local: a copy of inventories/local (one db host, one backup host, made by site.yml
+- staging: the real inventories/staging on five podman hosts (primary, replica, repository,
+  scratch, monitoring), each with systemd and sshd on its own loopback port, reached as
+  `deploy` with become through tests/e2e/topology.py's overlay; provider `existing` on a kwok
+  cluster;
+- local: a copy of inventories/local (db, backup and monitoring hosts, made by site.yml
   itself), hosts and ports renamed so that a `make up` environment is left alone.
 
 Each cold (first run) and no-op (second run, changed=0), with the ratios. Prints one line per
@@ -29,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import write_results  # noqa: E402
 from tests.e2e.topology import Topology, seed_vault  # noqa: E402
 from tests.helpers import Kube, recap, toolchain_env  # noqa: E402
 
@@ -36,14 +38,24 @@ CLUSTER = "openpolicy-bench-env"
 LOCAL_HOSTS = {
     "openpolicy-local-db1": "openpolicy-bench-local-db1",
     "openpolicy-local-backup1": "openpolicy-bench-local-backup1",
+    "openpolicy-local-monitoring1": "openpolicy-bench-local-monitoring1",
 }
-# Ports of the local copy's hosts: SSH, PostgreSQL, Redis, pgBackRest TLS, scratch restores.
+# Ports of the local copy's hosts (they share this machine's network with a `make up`):
+# SSH, pgBackRest TLS and node_exporter per host, then one port per server.
 LOCAL_PORTS = {
-    "openpolicy-bench-local-db1": {"ansible_port": 52501, "pgbackrest_tls_server_port": 52531},
-    "openpolicy-bench-local-backup1": {"ansible_port": 52502, "pgbackrest_tls_server_port": 52532},
+    name: {"ansible_port": 52501 + i, "pgbackrest_tls_server_port": 52531 + i, "node_exporter_port": 52551 + i}
+    for i, name in enumerate(LOCAL_HOSTS.values())
 }
-LOCAL_VARS = {"postgresql_port": 52511, "redis_port": 52521, "pgbackrest_scratch_port": 52541}
-RESULTS = REPO / "bench" / "results" / "environments.json"
+LOCAL_VARS = {
+    "postgresql_port": 52511,
+    "redis_port": 52521,
+    "pgbackrest_scratch_port": 52541,
+    "postgres_exporter_port": 52561,
+    "redis_exporter_port": 52571,
+    "prometheus_port": 52590,
+    "alertmanager_port": 52591,
+    "host_logs_collector_port": 52592,
+}
 
 
 def run(cmd: list[str]) -> str:
@@ -121,18 +133,16 @@ def main() -> None:
         run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
     figures["cold_ratio_staging_to_local"] = round(figures["staging_cold_s"] / figures["local_cold_s"], 2)
     figures["noop_ratio_staging_to_local"] = round(figures["staging_noop_s"] / figures["local_noop_s"], 2)
-    print(f"podman hosts of the staging topology (4, SSH):  {figures['staging_hosts_start_s']:6.1f} s")
-    print(f"site.yml staging topology (4 hosts, SSH), cold: {figures['staging_cold_s']:6.1f} s")
-    print(f"site.yml local (2 hosts, SSH), cold:            {figures['local_cold_s']:6.1f} s")
+    print(f"podman hosts of the staging topology (5, SSH):  {figures['staging_hosts_start_s']:6.1f} s")
+    print(f"site.yml staging topology (5 hosts, SSH), cold: {figures['staging_cold_s']:6.1f} s")
+    print(f"site.yml local (3 hosts, SSH), cold:            {figures['local_cold_s']:6.1f} s")
     print(f"  staging / local cold = {figures['cold_ratio_staging_to_local']:.2f}")
     noop, changed = figures["staging_noop_s"], figures["staging_noop_changed"]
     print(f"site.yml staging topology, no-op:               {noop:6.1f} s (changed={changed})")
     noop, changed = figures["local_noop_s"], figures["local_noop_changed"]
     print(f"site.yml local, no-op:                          {noop:6.1f} s (changed={changed})")
     print(f"  staging / local no-op = {figures['noop_ratio_staging_to_local']:.2f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"cores": os.cpu_count(), **figures}, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    write_results("environments", figures)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,14 @@ def _images(pod_spec: dict) -> list[str]:
 
 def object_differences(release: str, rendered: list[dict], live_items: list[dict]) -> list[dict]:
     """The objects a release rendered that are missing or were changed by hand: Deployment
-    replicas (when the release sets them, i.e. without an autoscaler) and images, ConfigMap data."""
+    replicas (unless an autoscaler of the release owns them: the chart only carries the HPA's
+    count forward) and images, ConfigMap data."""
     live = {(i.get("kind"), i["metadata"]["name"]): i for i in live_items or []}
+    autoscaled = {
+        ((o.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
+        for o in rendered
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
     out = []
     for obj in rendered:
         kind, name = obj["kind"], obj["metadata"]["name"]
@@ -109,7 +115,7 @@ def object_differences(release: str, rendered: list[dict], live_items: list[dict
             continue
         if kind == "Deployment":
             want, have = (obj.get("spec") or {}).get("replicas"), (current.get("spec") or {}).get("replicas")
-            if want is not None and want != have:
+            if want is not None and want != have and name not in autoscaled:
                 out.append(
                     difference(
                         "object",

@@ -1,7 +1,8 @@
 """site.yml with the real inventories/staging on a production-shaped topology, over SSH.
 
-Four podman hosts (a PostgreSQL primary, a streaming replica, the pgBackRest repository host
-and a scratch host for restore drills), each with systemd and sshd on its own loopback port,
+Five podman hosts (a PostgreSQL primary, a streaming replica, the pgBackRest repository host,
+a scratch host for restore drills and the monitoring host), each with systemd and sshd on its
+own loopback port (the servers on ports of their own: they share this machine's network),
 reached as `deploy` with become through tests/e2e/topology.py's overlay; the cluster is the
 session's kwok cluster, reached as provider `existing`.
 

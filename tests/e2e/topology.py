@@ -27,8 +27,11 @@ from tests.helpers import REPO, Kube, recap, toolchain_env
 # SSH and server ports per environment; none is used by Molecule (55432-58441), the local
 # inventory (5432, 6379, 5433, 52201-52202, 58440-58441) or another e2e module.
 PORT_BASES = {"staging": 52300, "production": 52400}
-# Offsets within an environment's hundred: +host index for each kind of port.
+# Offsets within an environment's hundred: +host index for each kind of port on every host,
+# then one port each for the monitoring host's servers (their clients read one value).
 SSH, POSTGRESQL, REDIS, PGBACKREST_TLS, SCRATCH = 0, 10, 20, 30, 40
+NODE_EXPORTER, POSTGRES_EXPORTER, REDIS_EXPORTER = 50, 60, 70
+PROMETHEUS, ALERTMANAGER, HOST_LOGS_COLLECTOR = 90, 91, 92
 # Minimal CustomResourceDefinitions of the Prometheus operator's kinds: the environments
 # deploy a ServiceMonitor and a PrometheusRule per service (service_releases_monitoring).
 MONITORING_CRDS = ("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")
@@ -104,8 +107,16 @@ class Topology:
                 "redis_port": base + REDIS + i,
                 "pgbackrest_tls_server_port": base + PGBACKREST_TLS + i,
                 "pgbackrest_scratch_port": base + SCRATCH + i,
+                "node_exporter_port": base + NODE_EXPORTER + i,
+                "postgres_exporter_port": base + POSTGRES_EXPORTER + i,
+                "redis_exporter_port": base + REDIS_EXPORTER + i,
             }
             for i, host in enumerate(self.hosts, start=1)
+        }
+        self.monitoring_ports = {
+            "prometheus_port": base + PROMETHEUS,
+            "alertmanager_port": base + ALERTMANAGER,
+            "host_logs_collector_port": base + HOST_LOGS_COLLECTOR,
         }
         self.write_overlay(self.overlay)
 
@@ -134,6 +145,7 @@ class Topology:
             "openpolicy_data_networks": ["127.0.0.1/32"],
         }
         (target / "group_vars" / "all" / "cluster.yml").write_text(yaml.safe_dump(cluster))
+        (target / "group_vars" / "all" / "monitoring.yml").write_text(yaml.safe_dump(self.monitoring_ports))
         # Until the shared platform-inputs layer (issue 10) gives every environment the catalog's
         # schemas, roles and users, take the local inventory's derivations of them, if it has any.
         derived = {}
@@ -166,9 +178,17 @@ class Topology:
         cmd = ["ansible-playbook", *sources, path, *args]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
-        result = subprocess.run(
-            cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False
-        )
+        try:
+            result = subprocess.run(
+                cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False
+            )
+        except subprocess.TimeoutExpired as expired:
+            # Keep what the run printed, so that the failure names the task it was at.
+            out, err = (
+                o.decode(errors="replace") if isinstance(o, bytes) else o or ""
+                for o in (expired.stdout, expired.stderr)
+            )
+            result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {expired.timeout} s)", err)
         self.runs.append(result)
         return result
 

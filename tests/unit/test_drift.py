@@ -83,6 +83,16 @@ def test_a_deployment_scaled_by_hand_is_named():
     ]
 
 
+def test_replicas_an_autoscaler_owns_are_not_drift():
+    """The chart renders the HPA's count (its minimum on a first install); the HPA moves it."""
+    live_state = state(replicas=4, ready=4)
+    hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "auth-service"}}
+    hpa["spec"] = {"scaleTargetRef": {"kind": "Deployment", "name": "auth-service"}, "minReplicas": 2}
+    live_state["releases"]["auth-service"]["objects"].append(hpa)
+    live_state["objects"].append(hpa)
+    assert messages(report(live_state)) == []
+
+
 def test_a_release_upgraded_outside_the_toolkit_names_version_and_chart():
     upgraded = {**VALUES, "image": {**VALUES["image"], "tag": "1.5.0"}}
     result = report(state(values=upgraded, chart="openpolicy-service-0.2.0"))

@@ -89,6 +89,29 @@ upgrade, the Secret's current data (lookup returns nothing under helm template).
 {{- end -}}
 
 {{/*
+Replicas the Deployment asks for: replicaCount without autoscaling. With it the HPA owns the
+count, and the chart carries it: a first install starts at autoscaling.minReplicas, so that
+Helm's wait covers the environment's minimum (left out, the Deployment starts with the API's
+default of 1 until the HPA's next sync); an upgrade renders the live count unchanged, never a
+clamped one: the HPA owns .spec.replicas through the scale subresource, and a server-side
+apply of another value conflicts with it (the HPA itself brings the count into new bounds).
+Leaving the field out on upgrades instead would make Helm drop the count it set before.
+lookup returns nothing under helm template: the minimum.
+*/}}
+{{- define "openpolicy-service.replicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- $live := lookup "apps/v1" "Deployment" (include "openpolicy-common.names.namespace" .) (include "openpolicy-common.names.name" .) -}}
+{{- if $live -}}
+{{- int (dig "spec" "replicas" 1 $live) -}}
+{{- else -}}
+{{- .Values.autoscaling.minReplicas -}}
+{{- end -}}
+{{- else -}}
+{{- .Values.replicaCount -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Checks the schema cannot express; each failure names the value at fault.
 */}}
 {{- define "openpolicy-service.validate" -}}
