@@ -3,8 +3,15 @@ line a run ends with when the cluster stops answering (module_utils/release_stat
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+
 import pytest
+import yaml
 from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
+
+from tests.helpers import REPO, toolchain_env
 
 NS = "openpolicy-staging"
 CTX = "staging"
@@ -99,3 +106,15 @@ def test_an_unreachable_cluster_is_one_line_naming_cluster_and_service(error: st
     assert line.startswith(f"service auth-service: cluster kwok-openpolicy-local became unreachable ({cause})")
     assert "while its deploy was in flight;" in line
     assert "\n" not in line and "dial tcp" not in line and "Get " not in line
+
+
+@pytest.mark.parametrize("command", ["rollback", "uninstall"])
+def test_the_recovery_passes_only_flags_the_pinned_helm_has(command: str):
+    tasks = yaml.safe_load((REPO / "roles" / "service_releases" / "tasks" / "recover.yml").read_text())
+    commands = [t["ansible.builtin.command"]["argv"] for t in tasks if "ansible.builtin.command" in t]
+    argv = next(a for a in commands if a[1] == command)
+    helm = shutil.which("helm", path=toolchain_env()["PATH"])
+    assert helm, "the pinned helm is not on the toolchain's PATH (make bootstrap)"
+    shown = subprocess.run([helm, command, "--help"], text=True, capture_output=True, check=True).stdout
+    for flag in (a.split("=", 1)[0] for a in argv if a.startswith("--")):
+        assert re.search(rf"(^|\s){re.escape(flag)}(?=[\s=]|$)", shown, re.MULTILINE), f"helm {command} has no {flag}"
