@@ -101,6 +101,76 @@ def failed_upgrade(service: str, release_: dict | None, detail: str = "") -> str
     return f"service {service}: {failed_text}, {serving}" + (f": {why}" if why else "")
 
 
+PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
+# What an unreachable API server looks like in Helm's and kubectl's errors, most specific first.
+_UNREACHABLE = (
+    ("connection refused", "connection refused"),
+    ("i/o timeout", "no answer (i/o timeout)"),
+    ("no route to host", "no route to host"),
+    ("context deadline exceeded", "no answer (timed out)"),
+    ("cluster unreachable", "cluster unreachable"),
+    ("eof", "connection closed (EOF)"),
+)
+
+
+def _helm(namespace: str, context: str, *args: str) -> str:
+    where = f" --kube-context {context}" if context else ""
+    return f"helm{where} -n {namespace} " + " ".join(args)
+
+
+def interrupted(service: str, release_: dict | None, namespace: str, context: str = "") -> dict | None:
+    """What to do with a release an interrupted run left pending (its latest revision in
+    pending-install, pending-upgrade or pending-rollback, on which Helm refuses every upgrade):
+    {"action": "rollback", "target": N} to the last revision that served (deployed, else the
+    newest superseded), {"action": "uninstall"} for a first install that never served, or
+    {"action": "stop"} when no revision served and Helm's history cannot tell what to return to;
+    each with the one line that says so ("line") and the helm command ("command"). None when the
+    release is not pending."""
+    history = (release_ or {}).get("history") or []
+    if not history or history[-1]["status"] not in PENDING:
+        return None
+    latest = history[-1]
+    stuck = f"service {service}: revision {latest['revision']} was left {latest['status']} by an interrupted run"
+    served = [e for e in history[:-1] if e["status"] in ("deployed", "superseded")]
+    deployed = [e for e in served if e["status"] == "deployed"]
+    base = {"service": service, "revision": latest["revision"], "status": latest["status"]}
+    if served:
+        target = (deployed or served)[-1]["revision"]
+        command = _helm(namespace, context, "rollback", service, str(target))
+        line = f"{stuck}; returned to revision {target}, the last deployed ({command})"
+        return {**base, "action": "rollback", "target": target, "command": command, "line": line}
+    if latest["status"] == "pending-install" and len(history) == 1:
+        command = _helm(namespace, context, "uninstall", service)
+        line = f"{stuck} and never served; uninstalled ({command}), this run installs it again"
+        return {**base, "action": "uninstall", "target": 0, "command": command, "line": line}
+    command = _helm(namespace, context, "uninstall", service)
+    line = (
+        f"{stuck} and no earlier revision served, so there is none to return to; "
+        f"look at {_helm(namespace, context, 'history', service)}, then clear it with: {command} "
+        "(or helm rollback to the revision you choose), and run again"
+    )
+    return {**base, "action": "stop", "target": 0, "command": command, "line": line}
+
+
+def interrupted_releases(releases: dict, namespace: str, context: str = "") -> list[dict]:
+    """interrupted() for every release of a namespace that is pending, by name."""
+    plans = (interrupted(name, item, namespace, context) for name, item in sorted((releases or {}).items()))
+    return [plan for plan in plans if plan]
+
+
+def cluster_unreachable(service: str, cluster: str, action: str, error: str = "") -> str:
+    """The one line a run ends with when the cluster stops answering while a release is in
+    flight: the cluster, the service, what was happening, and the cause in a few words (never
+    Helm's raw error)."""
+    text = " ".join((error or "").split()).lower()
+    cause = next((said for needle, said in _UNREACHABLE if needle in text), "no answer")
+    return (
+        f"service {service}: cluster {cluster} became unreachable ({cause}) while its {action} was in flight; "
+        "the release may be left pending: once the cluster answers, run the same playbook again "
+        "(it returns a pending release to its last deployed revision first)"
+    )
+
+
 def live_services(releases: dict, chart: str = "openpolicy-service") -> dict[str, dict]:
     """What serves now, per service: the entry a release set records."""
     out = {}

@@ -44,6 +44,9 @@ EXPECTED_KEYS = {
 class SecretsEnv:
     """A test environment: inventory copy, vault password (0600), runs of the playbooks."""
 
+    # Seconds one ansible-playbook run may take before the test gives up on it.
+    playbook_timeout = 900
+
     def __init__(self, root: Path, kube: Kube, cluster_vars: dict):
         self.root = root
         self.inventory = root / "inventories" / "e2e"
@@ -75,7 +78,9 @@ class SecretsEnv:
             **extra,
         }
         cmd += ["-e", json.dumps(extra_vars)]
-        return subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=900, check=False)
+        return subprocess.run(
+            cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=self.playbook_timeout, check=False
+        )
 
     def values(self, path: Path | None = None) -> dict:
         result = subprocess.run(
