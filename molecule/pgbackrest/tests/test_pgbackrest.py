@@ -110,18 +110,20 @@ def test_repository_is_encrypted() -> None:
 
 
 def test_point_in_time_restore_returns_exactly_the_rows_before_t() -> None:
-    sql("drop table if exists public.pitr; create table public.pitr (id int primary key)")
-    sql("insert into public.pitr select generate_series(1, 100)")
+    # Tables of a service schema, made by the service's role as a service would: the reporting
+    # role reads them through default privileges, so backups keep their row-count manifest.
+    sql("drop table if exists auth.pitr; set role auth_service; create table auth.pitr (id int primary key)")
+    sql("insert into auth.pitr select generate_series(1, 100)")
     time.sleep(1.5)
     target = sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')") + "+00"
     time.sleep(1.5)
-    sql("insert into public.pitr select generate_series(101, 150)")
-    assert sql("select count(*) from public.pitr") == "150"
+    sql("insert into auth.pitr select generate_series(101, 150)")
+    assert sql("select count(*) from auth.pitr") == "150"
     started = time.monotonic()
     result = playbook("restore.yml", "-e", json.dumps({"target_time": target, "restore_host": DB}))
     print(f"restore.yml to {target}: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout[-4000:]
-    assert sql("select count(*), max(id) from public.pitr") == "100|100"
+    assert sql("select count(*), max(id) from auth.pitr") == "100|100"
     assert sql("select pg_is_in_recovery()") == "f"
     # Back to a fresh full backup on the new timeline, as the runbook says after a restore.
     assert playbook("backup.yml", "-e", "type=full").returncode == 0
@@ -131,8 +133,8 @@ def test_wal_is_archived_within_the_archive_timeout() -> None:
     # The most a point-in-time restore can lose is what sits in the current WAL segment:
     # archive_timeout (15 s in this scenario) bounds it.
     timeout = int(sql("show archive_timeout").rstrip("s"))
-    sql("create table if not exists public.loss (id int)")
-    sql("insert into public.loss values (1)")
+    sql("set role auth_service; create table if not exists auth.loss (id int)")
+    sql("insert into auth.loss values (1)")
     segment = sql("select pg_walfile_name(pg_current_wal_lsn())")
     deadline = time.monotonic() + timeout + 15
     archived = ""
@@ -220,8 +222,7 @@ def test_archive_status_timer_runs_on_the_db_host() -> None:
 
 
 def test_restore_drill_passes_and_records_metrics() -> None:
-    sql("create schema if not exists drill")
-    sql("create table if not exists drill.items as select generate_series(1, 1234) as id")
+    sql("set role policy_service; create table if not exists policy.drill_items as select generate_series(1, 1234) id")
     assert playbook("backup.yml", "-e", "type=diff").returncode == 0
     started = time.monotonic()
     result = playbook("restore_drill.yml")
@@ -233,7 +234,7 @@ def test_restore_drill_passes_and_records_metrics() -> None:
     assert samples[f'openpolicy_restore_drill_data_age_seconds{{stanza="{STANZA}"}}'] > 0
     # The copy is dropped afterwards; the original still runs.
     assert "restore" not in podman(BACKUP, "pg_lsclusters -h").stdout
-    assert sql("select count(*) from drill.items") == "1234"
+    assert sql("select count(*) from policy.drill_items") == "1234"
 
 
 def test_backup_playbook_writes_the_label(tmp_path: Path) -> None:
@@ -272,7 +273,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_inputs_fail_before_any_change(case: str) -> None:
     playbook_name, extra, message = BAD_INPUTS[case]
-    rows_before = sql("select count(*) from public.pitr")
+    rows_before = sql("select count(*) from auth.pitr")
     postmaster_before = podman(DB, "head -1 /var/lib/postgresql/15/main/postmaster.pid").stdout.strip()
     result = playbook(playbook_name, "-e", json.dumps(extra))
     assert result.returncode != 0
@@ -280,4 +281,4 @@ def test_bad_inputs_fail_before_any_change(case: str) -> None:
     # Nothing ran on the managed hosts (the control host may have read or made its secrets).
     assert not re.search(r"pgb-\S+\s*:\s*ok=\d+\s+changed=[1-9]", result.stdout)
     assert podman(DB, "head -1 /var/lib/postgresql/15/main/postmaster.pid").stdout.strip() == postmaster_before
-    assert sql("select count(*) from public.pitr") == rows_before
+    assert sql("select count(*) from auth.pitr") == rows_before
