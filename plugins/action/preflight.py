@@ -23,7 +23,7 @@ from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import combine_vars
-from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
+from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs, monitoring_inputs
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
@@ -34,11 +34,17 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
     return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
 
 
-def role_errors(role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str]) -> list[str]:
-    """The rules of module_utils/inputs.py for the roles that have some."""
+def role_errors(
+    role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str], secrets_known: bool = True
+) -> list[str]:
+    """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
+    secrets_known: the vault's values are inventory variables already (the vault file in
+    group_vars), not read later from HashiCorp Vault by the secrets role."""
     if not catalog:
         return []
     own = _role_inputs(role, values)
+    if role in monitoring_inputs.RULES:
+        return monitoring_inputs.problems(role, own, secrets_known)
     if role == "service_releases":
         checked = {
             "environment": own.get("environment"),
@@ -125,7 +131,9 @@ class ActionModule(ActionBase):
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
         if not errors:
-            errors += role_errors(role, values, catalog, chart_keys)
+            # The vault file is part of the inventory; HashiCorp Vault is read after the preflight.
+            secrets_known = str(task_vars.get("secrets_backend", "file")) == "file"
+            errors += role_errors(role, values, catalog, chart_keys, secrets_known)
         return errors
 
     def run(self, tmp=None, task_vars=None):

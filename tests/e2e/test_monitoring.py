@@ -6,7 +6,8 @@
   (local stand-ins that check the payload formats), then resolves when it is started again;
 - a backup made stale: the backup alert becomes active;
 - a journal line of the db host found on the monitoring host;
-- a second run changes nothing, and bad inputs stop the run with one line before any change.
+- a second run changes nothing, and bad inputs stop the run in the shared preflight with one line
+  before any change.
 
 The tests of this module build on each other in file order.
 """
@@ -151,6 +152,6 @@ def test_journal_line_of_the_db_host_reaches_the_monitoring_host(menv: Monitorin
 def test_bad_input_stops_before_any_change(menv: MonitoringEnv, extra: dict, line: str) -> None:
     result = menv.play("provision_monitoring.yml", **extra)
     assert result.returncode != 0
-    messages = failure_messages(result)
-    assert len(messages) == 1 and messages[0].startswith(line), messages or result.stdout[-3000:]
+    messages = [m for m in failure_messages(result) if m.startswith("preflight:")]
+    assert len(messages) == 1 and messages[0].startswith(f"preflight: {line}"), messages or result.stdout[-3000:]
     assert all(counts["changed"] == 0 for counts in recap(result).values()), result.stdout[-3000:]
