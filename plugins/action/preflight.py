@@ -38,8 +38,7 @@ def role_errors(
     role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str], secrets_known: bool = True
 ) -> list[str]:
     """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
-    secrets_known: the vault's values are inventory variables already (the vault file in
-    group_vars), not read later from HashiCorp Vault by the secrets role."""
+    secrets_known: the secrets role has read the vault (a missing secret is then a problem)."""
     if not catalog:
         return []
     own = _role_inputs(role, values)
@@ -131,8 +130,9 @@ class ActionModule(ActionBase):
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
         if not errors:
-            # The vault file is part of the inventory; HashiCorp Vault is read after the preflight.
-            secrets_known = str(task_vars.get("secrets_backend", "file")) == "file"
+            # The secrets role reads (and generates) the vault after the first check; a second
+            # check after it (roles/preflight/tasks/secrets.yml) names the missing secrets.
+            secrets_known = bool(task_vars.get("secrets_loaded"))
             errors += role_errors(role, values, catalog, chart_keys, secrets_known)
         return errors
 

@@ -7,8 +7,8 @@ tests/unit/test_monitoring_inputs.py:
   the expected form, never a secret's value (module_utils/monitoring_inputs.py, which the shared
   preflight calls too);
 - ``openpolicy_alertmanager_config(settings)``: the alertmanager.yml document;
-- ``openpolicy_monitoring_problems(values, role)``: the input problems of any monitoring role
-  (its variables without their prefix), for the roles' validate tasks.
+- ``openpolicy_monitoring_problems(values, role, secrets_known)``: the input problems of any
+  monitoring role (its variables without their prefix), for the roles' validate tasks.
 
 ``settings`` keys: receivers, routes, default_receiver, group_by, group_wait, group_interval,
 repeat_interval, inhibit_rules, smtp ({smarthost, from, auth_username, auth_password,
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.openpolicy.deploy.plugins.module_utils import monitoring_inputs
 from ansible_collections.openpolicy.deploy.plugins.module_utils.catalog import plain
 from ansible_collections.openpolicy.deploy.plugins.module_utils.monitoring_inputs import alertmanager_problems
@@ -86,10 +87,15 @@ def alertmanager_config(settings: dict) -> dict:
     return config
 
 
+def monitoring_problems(values: dict, role: str, secrets_known: bool = True) -> list[str]:
+    """The problems of a monitoring role's inputs (module_utils/monitoring_inputs.py)."""
+    return monitoring_inputs.problems(role, values, boolean(secrets_known, strict=False))
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {
             "openpolicy_alertmanager_problems": alertmanager_problems,
             "openpolicy_alertmanager_config": alertmanager_config,
-            "openpolicy_monitoring_problems": lambda values, role: monitoring_inputs.problems(role, values),
+            "openpolicy_monitoring_problems": monitoring_problems,
         }

@@ -6,10 +6,10 @@ preflight (plugins/action/preflight.py) calls ``problems(role, values)`` for all
 before anything changes; each role's validate tasks call it again, through the filter
 ``openpolicy.deploy.openpolicy_monitoring_problems``, on the hosts it runs on.
 
-A password the inventory takes from the vault is absent from ``values`` in the preflight (the
-secrets role reads the vault after it): it is checked only when present. With
-``secrets_known=False`` (secrets from HashiCorp Vault, read after the preflight) no line asks for a
-vault value: those are checked when the role runs.
+The secrets role reads the vault (and generates what it may) after the first check: with
+``secrets_known=False`` no line asks for a vault value, and a password absent from ``values`` is
+not checked; the preflight checks those again once the vault is read
+(roles/preflight/tasks/secrets.yml).
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def test_a_password_not_known_yet_is_left_to_the_role() -> None:
     assert monitoring_inputs.problems("postgres_exporter", values) == []
 
 
-def test_receiver_secrets_from_hashicorp_vault_are_checked_when_the_role_runs() -> None:
+def test_receiver_secrets_are_checked_once_the_vault_is_read() -> None:
     bad = GOOD["alertmanager"] | CASES["receiver whose secret is missing"][1]
     assert monitoring_inputs.problems("alertmanager", bad, secrets_known=False) == []
 
@@ -203,3 +203,24 @@ def test_the_preflight_reports_every_monitoring_problem_before_any_change(tmp_pa
     ):
         assert line in block, block[:2000]
     assert not (tmp_path / "vault.yml").exists(), "the vault is written only after the preflight passed"
+
+
+def test_a_missing_receiver_secret_is_named_once_the_vault_is_read(tmp_path) -> None:
+    """The first check cannot tell a secret the secrets role will generate from a missing one; the
+    second, right after the secrets role, names it before any managed host is contacted."""
+    result = run_playbook(
+        "preflight.yml",
+        "--limit",
+        "control",
+        extra_vars={
+            "alertmanager_receivers": [{"name": "pd", "type": "pagerduty", "routing_key": ""}],
+            "alertmanager_default_receiver": "pd",
+            "alertmanager_routes": [],
+            "secrets_vault_file": str(tmp_path / "vault.yml"),
+        },
+    )
+    assert result.returncode != 0
+    assert [m for m in failure_messages(result) if "routing_key" in m] == [
+        "preflight: alertmanager_receivers[pd].routing_key: missing; put it in the vault (ansible-vault edit)"
+    ], result.stdout[-3000:]
+    assert "TASK [secrets :" in result.stdout.split("routing_key: missing")[0], "named after the vault was read"
