@@ -45,9 +45,6 @@ def menv(tmp_path_factory: pytest.TempPathFactory, sinks: Sinks):
     env.down()
 
 
-# Known gap (issue 12, not yet resolved): the second run reports changed=2 on the db host, from
-# one of its monitoring roles; the assertion lists the changed tasks so the next run names them.
-@pytest.mark.xfail(reason="second provision_monitoring.yml run: changed=2 on the db host (issue 12 open)", strict=False)
 def test_second_run_changes_nothing(menv: MonitoringEnv) -> None:
     again = menv.play("provision_monitoring.yml")
     assert again.returncode == 0, again.stdout[-4000:]
