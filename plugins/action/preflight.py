@@ -5,6 +5,7 @@
       labels: {pgbackrest_backup_type: type}        # the -e name an operator typed for a role variable
       catalog: "{{ openpolicy_platform.catalog }}"
       chart_keys: [...]                              # top-level values of the service chart
+      secrets_read: false                            # true once the secrets role read the vault
 
 For each role, its variables as the role would see them (its defaults/main.yml under the
 inventory, the playbook's vars and the extra-vars) are checked against the entry point
@@ -130,10 +131,7 @@ class ActionModule(ActionBase):
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
         if not errors:
-            # The secrets role reads (and generates) the vault after the first check; a second
-            # check after it (roles/preflight/tasks/secrets.yml) names the missing secrets.
-            secrets_known = bool(task_vars.get("secrets_loaded"))
-            errors += role_errors(role, values, catalog, chart_keys, secrets_known)
+            errors += role_errors(role, values, catalog, chart_keys, self._secrets_read)
         return errors
 
     def run(self, tmp=None, task_vars=None):
@@ -143,6 +141,9 @@ class ActionModule(ActionBase):
         labels = dict(args.get("labels") or {})
         catalog = args.get("catalog") or {}
         chart_keys = list(args.get("chart_keys") or [])
+        # The secrets role reads (and generates) the vault after the first check; the second,
+        # right after it (roles/preflight/tasks/secrets.yml), names a missing secret.
+        self._secrets_read = bool(args.get("secrets_read"))
         errors: list[str] = []
         for role in args.get("roles") or []:
             for line in self._check_role(role, task_vars, labels, catalog, chart_keys):
