@@ -173,7 +173,7 @@ def test_receiver_secrets_are_checked_once_the_vault_is_read() -> None:
 
 
 def test_secrets_stay_out_of_the_lines() -> None:
-    secret = "https://hooks.slack.invalid/services/T000/B000/XXXX not a url"
+    secret = "https://hooks.slack.invalid/services/T000/B000/XXXX not a url"  # pragma: allowlist secret
     bad = GOOD["alertmanager"] | {"receivers": [{"name": "chat", "type": "slack", "api_url": secret}]}
     lines = monitoring_inputs.problems("alertmanager", bad | {"default_receiver": "chat"})
     assert lines == ["alertmanager_receivers[chat].api_url: expected an http(s) URL"]
