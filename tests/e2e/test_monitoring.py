@@ -5,7 +5,7 @@
 - PostgreSQL stopped on the db host: the alert fires and reaches PagerDuty, Slack and email
   (local stand-ins that check the payload formats), then resolves when it is started again;
 - a backup made stale: the backup alert becomes active;
-- a journal line of the db host found on the monitoring host, sent over mutual TLS;
+- a journal line of the db host found on the monitoring host;
 - a second run changes nothing, and bad inputs stop the run in the shared preflight with one line
   before any change.
 
@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.monitoring_env import HOSTS, OVERLAY, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv
+from tests.e2e.monitoring_env import HOSTS, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv
 from tests.e2e.notification_sinks import Sinks, mentions
 from tests.helpers import REPO, failure_messages, recap
 
@@ -125,33 +125,6 @@ def test_journal_line_of_the_db_host_reaches_the_monitoring_host(menv: Monitorin
         return marker in journal.stdout
 
     assert menv.wait(found, 60)
-
-
-# What a sender without a certificate of the host logs CA gets from the collector: the TLS
-# handshake names the collector's certificate as that CA's, and the upload is refused.
-PROBE = """
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile="/etc/openpolicy/host-logs-tls/ca.crt")
-try:
-    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10),
-                         server_hostname="127.0.0.1") as tls:
-        tls.sendall(b"POST /upload HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/vnd.fdo.journal\\r\\n"
-                    b"Content-Length: 0\\r\\n\\r\\n")
-        answer = tls.recv(200)
-        print("answered", answer.split(b"\\r\\n")[0].decode() if answer else "nothing")
-except (ssl.SSLError, OSError) as error:
-    print("refused", type(error).__name__)
-"""
-
-
-def test_the_logs_travel_over_mutual_tls(menv: MonitoringEnv) -> None:
-    """journal-remote serves HTTPS with a certificate of the host logs CA and lets in only senders
-    with one: a client without a certificate gets nothing uploaded."""
-    probe = menv.exec("monitoring", "python3", "-c", PROBE, str(OVERLAY["host_logs_collector_port"]))
-    answer = probe.stdout.strip()
-    assert "SSLCertVerificationError" not in answer, "the collector's certificate is not the host logs CA's"
-    assert "ConnectionRefusedError" not in answer, "nothing listens on the collector's port"
-    assert answer.startswith("refused") or re.fullmatch(r"answered (nothing|HTTP/1\.[01] 4\d\d .*)", answer), answer
 
 
 @pytest.mark.parametrize(
