@@ -12,13 +12,12 @@ stand-ins):
 
 Writes bench/results/monitoring.json. Not part of `make test` (no timing is asserted).
 
-    python bench/bench_monitoring.py [--keep]
+    python bench/bench_monitoring.py [--keep] [--environment DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import write_results  # noqa: E402
 from tests.e2e.monitoring_env import INTERVALS, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv  # noqa: E402
 from tests.e2e.notification_sinks import Sinks, mentions  # noqa: E402
 
@@ -55,17 +55,27 @@ def rule_for(name: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the hosts running")
+    parser.add_argument(
+        "--environment", type=Path, help="measure on the provisioned environment a run with --keep left in DIR"
+    )
     args = parser.parse_args()
     sinks = Sinks(SINK_HTTP_PORT, SINK_SMTP_PORT)
-    env = MonitoringEnv(Path(tempfile.mkdtemp(prefix="bench-monitoring-")))
+    env = (
+        MonitoringEnv.existing(args.environment)
+        if args.environment
+        else MonitoringEnv(Path(tempfile.mkdtemp(prefix="bench-monitoring-")))
+    )
+    print(f"environment: {env.root}", flush=True)
+    provision = None
     try:
-        env.down()
-        started = time.time()
-        up = env.up()
-        if up.returncode != 0:
-            print(up.stdout[-4000:], up.stderr[-2000:], file=sys.stderr)
-            return 1
-        provision = time.time() - started
+        if not args.environment:
+            env.down()
+            started = time.time()
+            up = env.up()
+            if up.returncode != 0:
+                print(up.stdout[-4000:], up.stderr[-2000:], file=sys.stderr)
+                return 1
+            provision = time.time() - started
         env.wait(lambda: all(t["health"] == "up" for t in env.api("/api/v1/targets")["data"]["activeTargets"]), 60)
         time.sleep(10)  # a few scrapes of every target before memory is read
         rss = env.rss_kib("prometheus", "prometheus-alertmanager", "systemd-journal-remote", "prometheus-node-exporter")
@@ -87,7 +97,7 @@ def main() -> int:
     floor = seconds(rule_for(ALERT)) + seconds(INTERVALS["evaluation"]) + seconds(INTERVALS["group_wait"])
     results = {
         "intervals": {**INTERVALS, "rule_for": rule_for(ALERT)},
-        "provision_seconds": round(provision, 1),
+        "provision_seconds": round(provision, 1) if provision else None,
         "fault_to_notification_seconds": round(trigger - fault, 1) if trigger else None,
         "fault_to_notification_floor_seconds": floor,
         "fault_to_notification_ratio": round((trigger - fault) / floor, 2) if trigger else None,
@@ -101,9 +111,7 @@ def main() -> int:
     }
     for key, value in results.items():
         print(f"{key}: {value}")
-    out = REPO / "bench" / "results" / "monitoring.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results("monitoring", results, notes="fault to notification: PostgreSQL stopped -> PagerDuty stand-in")
     return 0 if results["fault_to_notification_seconds"] else 1
 
 

@@ -5,6 +5,7 @@
       labels: {pgbackrest_backup_type: type}        # the -e name an operator typed for a role variable
       catalog: "{{ openpolicy_platform.catalog }}"
       chart_keys: [...]                              # top-level values of the service chart
+      secrets_read: false                            # true once the secrets role read the vault
 
 For each role, its variables as the role would see them (its defaults/main.yml under the
 inventory, the playbook's vars and the extra-vars) are checked against the entry point
@@ -23,7 +24,7 @@ from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import combine_vars
-from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
+from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs, monitoring_inputs
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
@@ -34,11 +35,16 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
     return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
 
 
-def role_errors(role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str]) -> list[str]:
-    """The rules of module_utils/inputs.py for the roles that have some."""
+def role_errors(
+    role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str], secrets_known: bool = True
+) -> list[str]:
+    """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
+    secrets_known: the secrets role has read the vault (a missing secret is then a problem)."""
     if not catalog:
         return []
     own = _role_inputs(role, values)
+    if role in monitoring_inputs.RULES:
+        return monitoring_inputs.problems(role, own, secrets_known)
     if role == "service_releases":
         checked = {
             "environment": own.get("environment"),
@@ -125,7 +131,7 @@ class ActionModule(ActionBase):
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
         if not errors:
-            errors += role_errors(role, values, catalog, chart_keys)
+            errors += role_errors(role, values, catalog, chart_keys, self._secrets_read)
         return errors
 
     def run(self, tmp=None, task_vars=None):
@@ -135,6 +141,9 @@ class ActionModule(ActionBase):
         labels = dict(args.get("labels") or {})
         catalog = args.get("catalog") or {}
         chart_keys = list(args.get("chart_keys") or [])
+        # The secrets role reads (and generates) the vault after the first check; the second,
+        # right after it (roles/preflight/tasks/secrets.yml), names a missing secret.
+        self._secrets_read = bool(args.get("secrets_read"))
         errors: list[str] = []
         for role in args.get("roles") or []:
             for line in self._check_role(role, task_vars, labels, catalog, chart_keys):

@@ -92,6 +92,15 @@ class MonitoringEnv:
         )
         self.extra = {"secrets_vault_file": str(root / "vault.yml")}
 
+    @classmethod
+    def existing(cls, root: Path) -> MonitoringEnv:
+        """The environment a run with --keep (bench/bench_monitoring.py) left under root."""
+        env = cls.__new__(cls)
+        env.root = root
+        env.inventory = root / "inventories" / "e2e"
+        env.extra = {"secrets_vault_file": str(root / "vault.yml")}
+        return env
+
     def play(self, *playbooks: str, **extra) -> subprocess.CompletedProcess:
         cmd = ["ansible-playbook", "-i", str(self.inventory), *(f"playbooks/{p}" for p in playbooks)]
         cmd += ["--vault-password-file", str(test_vault_password()), "-e", json.dumps({**self.extra, **extra})]

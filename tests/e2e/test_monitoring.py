@@ -6,7 +6,8 @@
   (local stand-ins that check the payload formats), then resolves when it is started again;
 - a backup made stale: the backup alert becomes active;
 - a journal line of the db host found on the monitoring host;
-- a second run changes nothing, and bad inputs stop the run with one line before any change.
+- a second run changes nothing, and bad inputs stop the run in the shared preflight with one line
+  before any change.
 
 The tests of this module build on each other in file order.
 """
@@ -44,9 +45,6 @@ def menv(tmp_path_factory: pytest.TempPathFactory, sinks: Sinks):
     env.down()
 
 
-# Known gap (issue 12, not yet resolved): the second run reports changed=2 on the db host, from
-# one of its monitoring roles; the assertion lists the changed tasks so the next run names them.
-@pytest.mark.xfail(reason="second provision_monitoring.yml run: changed=2 on the db host (issue 12 open)", strict=False)
 def test_second_run_changes_nothing(menv: MonitoringEnv) -> None:
     again = menv.play("provision_monitoring.yml")
     assert again.returncode == 0, again.stdout[-4000:]
@@ -151,6 +149,6 @@ def test_journal_line_of_the_db_host_reaches_the_monitoring_host(menv: Monitorin
 def test_bad_input_stops_before_any_change(menv: MonitoringEnv, extra: dict, line: str) -> None:
     result = menv.play("provision_monitoring.yml", **extra)
     assert result.returncode != 0
-    messages = failure_messages(result)
-    assert len(messages) == 1 and messages[0].startswith(line), messages or result.stdout[-3000:]
+    messages = [m for m in failure_messages(result) if m.startswith("preflight:")]
+    assert len(messages) == 1 and messages[0].startswith(f"preflight: {line}"), messages or result.stdout[-3000:]
     assert all(counts["changed"] == 0 for counts in recap(result).values()), result.stdout[-3000:]
