@@ -116,6 +116,8 @@ class HaEnv:
             "redis_sentinel_down_after_ms": 3000,
             # The podman hosts cannot create the mount namespace of Debian's haproxy unit.
             "postgresql_router_unit_sandboxing": False,
+            # The podman hosts' open-file limit is 1024: HAProxy needs about 2 per connection.
+            "postgresql_router_maxconn": 150,
             # A commit waits for one replica: a failover loses no acknowledged write.
             "patroni_synchronous_mode": True,
             # No backup host in this environment: pgBackRest is not set up (Patroni's replica
