@@ -25,12 +25,15 @@ changed anything, which is what the k8s_cluster role reports to Ansible.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -210,6 +213,16 @@ def node_manifest(index: int, name: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def ports_of_one_cluster_at_a_time():
+    """kwokctl picks free ports when it creates a cluster and binds them only as each process
+    starts: two clusters created at once on one machine took the same ports (kwok-controller:
+    `bind: address already in use`). A machine-wide lock until the cluster is up."""
+    with (Path(tempfile.gettempdir()) / "openpolicy-kwokctl-ports.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 # --- processes ----------------------------------------------------------------------------
 
 
@@ -280,16 +293,24 @@ class Cluster:
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         if not self.running():
-            if self.exists():
-                self.kwokctl("start", "cluster", "--wait", "5m")
-                changed.append("started")
-            else:
-                config = self.workdir / f"{self.name}.kwokctl.yaml"
-                config.write_text("\n---\n".join(json.dumps(doc) for doc in kwokctl_config(self.chain)) + "\n")
-                self.kwokctl(
-                    "create", "cluster", "--config", str(config), "--kubeconfig", str(self.kubeconfig), "--wait", "5m"
-                )
-                changed.append("created")
+            with ports_of_one_cluster_at_a_time():
+                if self.exists():
+                    self.kwokctl("start", "cluster", "--wait", "5m")
+                    changed.append("started")
+                else:
+                    config = self.workdir / f"{self.name}.kwokctl.yaml"
+                    config.write_text("\n---\n".join(json.dumps(doc) for doc in kwokctl_config(self.chain)) + "\n")
+                    self.kwokctl(
+                        "create",
+                        "cluster",
+                        "--config",
+                        str(config),
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                        "--wait",
+                        "5m",
+                    )
+                    changed.append("created")
         changed += self.reconcile_nodes(nodes)
         self.wait_nodes_ready(nodes)
         return {
