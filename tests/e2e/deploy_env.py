@@ -50,6 +50,8 @@ class DeployEnv:
             "service_releases_credentials_dir": str(self.credentials),
             # The tests' own vault, encrypted with their throwaway password (tests/helpers.py).
             "secrets_vault_file": str(self.credentials / "vault.yml"),
+            # No backup host runs for these modules; test_restore_point.py starts one and takes it.
+            "service_releases_restore_point": False,
         }
 
     def playbook(
