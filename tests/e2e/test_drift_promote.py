@@ -85,6 +85,29 @@ def test_after_a_deploy_nothing_differs(local: DeployEnv, tmp_path: Path):
     assert f"no drift in {local.namespace}: {len(SERVICES)} releases equal the inventory" in result.stdout
 
 
+def test_check_diff_plans_a_version_and_a_value_and_changes_nothing(local: DeployEnv):
+    before = local.snapshot()
+    result = local.deploy(
+        "--check", "--diff",
+        service_releases_versions={"auth-service": "1.5.0"},
+        service_releases_service_settings={"policy-service": {"replicas": 2}},
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)
+    lines = {line.strip().strip('",') for line in result.stdout.splitlines()}
+    assert (
+        "auth-service: upgrade 1.4.2 -> 1.5.0; values image.tag: 1.4.2 -> 1.5.0;"
+        " objects ~Deployment/auth-service; migration hook runs"
+    ) in lines, output(result)
+    policy = next(line for line in lines if line.startswith("policy-service: upgrade"))
+    assert policy.startswith("policy-service: upgrade 1.4.2; values replicaCount: 1 -> 2; objects "), policy
+    assert "~Deployment/policy-service" in policy
+    assert "config-service: no change (1.4.2)" in lines
+    assert f"plan for {local.namespace}: 2 of {len(SERVICES)} releases change, nothing was changed (--check)" in lines
+    # --diff: the changed values, serving and after.
+    assert "-image.tag: 1.4.2" in result.stdout and "+image.tag: 1.5.0" in result.stdout, output(result)
+    assert local.snapshot() == before
+
+
 class StagingEnv(DeployEnv):
     """inventories/staging against the session's cluster, reached as an existing cluster."""
 
