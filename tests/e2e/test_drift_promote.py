@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.deploy_env import SERVICES, DeployEnv, failure_messages, output
+from tests.e2e.topology import seed_vault_file
 from tests.e2e.unproven import not_yet_proven
 from tests.helpers import REPO, Kube
 
@@ -123,7 +124,10 @@ class StagingEnv(DeployEnv):
 
 @pytest.fixture(scope="module")
 def staging(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
-    yield from deployed(StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging")))
+    env = StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging"))
+    # Staging generates no provider-issued secret (SMTP, Slack): the operator adds them first.
+    seed_vault_file(env.credentials / "vault.yml")
+    yield from deployed(env)
 
 
 @pytest.fixture

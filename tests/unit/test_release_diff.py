@@ -12,7 +12,12 @@ from ansible_collections.openpolicy.deploy.plugins.module_utils import release_d
 from tests.unit.test_drift import VALUES as DRIFT_VALUES
 
 # The drift tests' values of auth-service, as a chart with a migration hook renders them.
-VALUES = {**DRIFT_VALUES, "replicaCount": 1, "secretChecksum": "sha256:old", "migration": {"enabled": True}}
+VALUES = {
+    **DRIFT_VALUES,
+    "replicaCount": 1,
+    "secretChecksum": "sha256:old",  # pragma: allowlist secret
+    "migration": {"enabled": True},
+}  # pragma: allowlist secret
 
 
 def _values(**changes) -> dict:
@@ -62,9 +67,8 @@ def test_an_upgrade_names_versions_values_objects_and_the_migration():
 
 
 def test_secret_keys_are_masked_and_objects_only_named():
-    wanted = _values(
-        secretChecksum="sha256:new", config__DB_PASSWORD="hunter2-not-a-real-one"
-    )  # pragma: allowlist secret
+    fake = "hunter2-not-a-real-one"  # pragma: allowlist secret
+    wanted = _values(secretChecksum="sha256:new", config__DB_PASSWORD=fake)
     rendered = _manifest("1.4.2", extra="---\napiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {k: c2VjcmV0}\n")
     change = release_diff.release_change(
         "auth-service", {"values": wanted, "changed": True}, DEPLOYED, {"manifest": rendered}
