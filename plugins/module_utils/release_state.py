@@ -135,6 +135,14 @@ def live_services(releases: dict, chart: str = "openpolicy-service") -> dict[str
     return out
 
 
+def with_backup_label(services: dict, label: str, migrated: list[str]) -> dict:
+    """The live services as a set records them: the restore point's label on the services whose
+    migration ran after it, empty elsewhere."""
+    return {
+        name: {**entry, "backup_label": label if name in (migrated or []) else ""} for name, entry in services.items()
+    }
+
+
 def release_sets(configmaps: list[dict]) -> list[dict]:
     """The recorded release sets, oldest first: {number, previous, reason, recorded, name, services}."""
     sets = []

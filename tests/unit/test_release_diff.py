@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from ansible_collections.openpolicy.deploy.plugins.module_utils import release_diff
+from ansible_collections.openpolicy.deploy.plugins.module_utils import release_diff, release_state
 
 from tests.unit.test_drift import VALUES as DRIFT_VALUES
 
@@ -141,3 +141,12 @@ def test_a_restore_point_is_taken_only_before_a_new_migration(entry, deployed, m
 def test_a_new_chart_version_of_a_migrating_service_takes_a_restore_point():
     plan = {"auth-service": {"values": VALUES, "changed": True}}
     assert release_diff.migrations(plan, SUMMARY, "0.2.0") == ["auth-service"]
+
+
+def test_a_set_records_the_restore_point_on_the_services_that_migrated_after_it():
+    live = {"api-gateway": {"revision": 2}, "policy-service": {"revision": 3}}
+    recorded = release_state.with_backup_label(live, "20261201-101500F_20261201-102210I", ["policy-service"])
+    assert recorded == {
+        "api-gateway": {"revision": 2, "backup_label": ""},
+        "policy-service": {"revision": 3, "backup_label": "20261201-101500F_20261201-102210I"},
+    }
