@@ -64,19 +64,20 @@ class RestorePointEnv(SecretsEnv):
         return self.podman(DB, "runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-p", str(PG_PORT),
                            "-d", "openpolicy", "-c", query)  # fmt: skip
 
-    def backups(self) -> list[dict]:
+    def backups(self, *options: str) -> list[dict]:
         info = self.podman(BACKUP, "runuser", "-u", "pgbackrest", "--", "pgbackrest", "--stanza=openpolicy",
-                           "info", "--output=json")  # fmt: skip
+                           "info", "--output=json", *options)  # fmt: skip
         return json.loads(info)[0]["backup"]
 
     def restore_points(self) -> dict[str, dict]:
         """The backups deploy.yml took before migrations (their pgBackRest annotation says so), by
-        label: the scheduled jobs may add others meanwhile."""
-        return {
-            b["label"]: b
-            for b in self.backups()
-            if (b.get("annotation") or {}).get("reason", "").startswith("before-migrations")
-        }
+        label: the scheduled jobs may add others meanwhile. `info --set` shows a set's annotation."""
+        found = {}
+        for backup in self.backups():
+            detail = self.backups(f"--set={backup['label']}")[0]
+            if (detail.get("annotation") or {}).get("reason", "").startswith("before-migrations"):
+                found[backup["label"]] = detail
+        return found
 
     def release_sets(self) -> list[dict]:
         items = self.kube.json("get", "configmaps", "-n", NAMESPACE, "-l", "openpolicy.dev/release-set")["items"]
