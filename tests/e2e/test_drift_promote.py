@@ -22,10 +22,9 @@ import yaml
 
 from tests.e2e.deploy_env import SERVICES, DeployEnv, failure_messages, output, shown
 from tests.e2e.topology import seed_vault_file
-from tests.e2e.unproven import not_yet_proven
 from tests.helpers import REPO, Kube
 
-pytestmark = [pytest.mark.cluster, not_yet_proven(13, "drift after hand changes, deploy back to no drift, promotion")]
+pytestmark = pytest.mark.cluster
 
 CHART = str(REPO / "charts" / "openpolicy-service")
 PINS = REPO / "inventories" / "production" / "group_vars" / "all" / "services.yml"
