@@ -34,6 +34,7 @@ class FilterModule:
             "openpolicy_namespace_state": release_state.namespace_state,
             "openpolicy_deployed_summary": release_state.deployed_summary,
             "openpolicy_live_services": release_state.live_services,
+            "openpolicy_with_backup_label": release_state.with_backup_label,
             "openpolicy_release_sets": release_state.release_sets,
             "openpolicy_same_set": release_state.same_set,
             "openpolicy_rollback_targets": release_state.rollback_targets,

@@ -243,7 +243,7 @@ def with_live_replicas(plan: dict, deployments: list[dict]) -> dict:
     """The deploy's plan with every release marked changed whose Deployment runs other replicas
     than its values set (scaled by hand; only without an autoscaler, which owns them then), so
     that the deploy runs it; ``rescale`` tells it to scale the Deployment back (Helm would find
-    nothing to upgrade when the values are unchanged)."""
+    nothing to upgrade when the values are unchanged), ``helm`` whether Helm has a change of its own."""
     live = {
         (item.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/instance"): item
         for item in deployments or []
@@ -257,7 +257,18 @@ def with_live_replicas(plan: dict, deployments: list[dict]) -> dict:
             and not (values.get("autoscaling") or {}).get("enabled", False)
             and (current.get("spec") or {}).get("replicas") != values.get("replicaCount", 1)
         )
-        out[service] = {**entry, "changed": True, "rescale": True} if scaled else entry
+        # helm: whether Helm itself has something to install or upgrade (its hooks run then).
+        out[service] = (
+            {
+                **entry,
+                "changed": True,
+                "rescale": True,
+                "helm": bool(entry.get("changed")),
+                "live_replicas": (current.get("spec") or {}).get("replicas"),
+            }
+            if scaled
+            else entry
+        )
     return out
 
 

@@ -16,6 +16,22 @@ import re
 from ansible_collections.openpolicy.deploy.plugins.module_utils.catalog import plain, values_checksum
 
 SET_LABEL = "openpolicy.dev/release-set"
+# The options of every module that reads a namespace's releases (helm_releases, openpolicy_drift,
+# release_diff), and the helm/kubectl command prefix they make.
+CLUSTER_OPTIONS = {
+    "namespace": {"type": "str", "required": True},
+    "kubeconfig": {"type": "path", "required": True},
+    "context": {"type": "str", "default": ""},
+}
+
+
+def cli_prefix(params: dict, binary: str = "helm") -> list[str]:
+    """``helm`` (or ``kubectl``) with the namespace, kubeconfig and context of a module's params."""
+    flag = "--kube-context" if binary.rsplit("/", 1)[-1].startswith("helm") else "--context"
+    base = [binary, "--namespace", params["namespace"], "--kubeconfig", params["kubeconfig"]]
+    return base + ([flag, params["context"]] if params.get("context") else [])
+
+
 _CHART = re.compile(r"^(?P<name>.+?)-(?P<version>v?[0-9]+\.[0-9]+\.[0-9]+.*)$")
 
 
@@ -189,6 +205,14 @@ def live_services(releases: dict, chart: str = "openpolicy-service") -> dict[str
     return out
 
 
+def with_backup_label(services: dict, label: str, migrated: list[str]) -> dict:
+    """The live services as a set records them: the restore point's label on the services whose
+    migration ran after it, empty elsewhere."""
+    return {
+        name: {**entry, "backup_label": label if name in (migrated or []) else ""} for name, entry in services.items()
+    }
+
+
 def release_sets(configmaps: list[dict]) -> list[dict]:
     """The recorded release sets, oldest first: {number, previous, reason, recorded, name, services}."""
     sets = []
@@ -293,7 +317,7 @@ def namespace_state(listing: dict | str) -> dict:
 
 
 def deployed_summary(releases: dict) -> dict[str, dict]:
-    """{service: {revision, latest, values_checksum, chart_version}}: what release_plan compares
+    """{service: {revision, latest, values_checksum, chart_version, app_version}}: what release_plan compares
     (small, so that Ansible passes it around cheaply)."""
     out = {}
     for name, item in (releases or {}).items():
@@ -304,6 +328,7 @@ def deployed_summary(releases: dict) -> dict[str, dict]:
                 "latest": item["history"][-1]["revision"],
                 "values_checksum": deployed["values_checksum"],
                 "chart_version": deployed["chart_version"],
+                "app_version": deployed["app_version"],
             }
     return out
 

@@ -73,9 +73,7 @@ WORKERS = 4
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "namespace": {"type": "str", "required": True},
-            "kubeconfig": {"type": "path", "required": True},
-            "context": {"type": "str", "default": ""},
+            **release_state.CLUSTER_OPTIONS,
             "chart": {"type": "str", "default": ""},
             "names": {"type": "list", "elements": "str", "default": []},
             "full_history": {"type": "bool", "default": False},
@@ -84,9 +82,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    base = [params["binary"], "--namespace", params["namespace"], "--kubeconfig", params["kubeconfig"]]
-    if params["context"]:
-        base += ["--kube-context", params["context"]]
+    base = release_state.cli_prefix(params, params["binary"])
 
     def helm(*args: str):
         rc, out, err = module.run_command([*base, *args])

@@ -45,6 +45,10 @@ from ansible_collections.openpolicy.deploy.plugins.module_utils.openpolicy_drift
     drift_report,
     manifest_objects,
 )
+from ansible_collections.openpolicy.deploy.plugins.module_utils.release_state import (  # noqa: E402
+    CLUSTER_OPTIONS,
+    cli_prefix,
+)
 
 
 def _run(module: AnsibleModule, argv: list[str]) -> str:
@@ -56,9 +60,7 @@ def _run(module: AnsibleModule, argv: list[str]) -> str:
 
 def read_state(module: AnsibleModule) -> dict:
     p = module.params
-    target = ["--kubeconfig", p["kubeconfig"], "--namespace", p["namespace"]]
-    helm = ["helm", *target] + (["--kube-context", p["context"]] if p["context"] else [])
-    kubectl = ["kubectl", *target] + (["--context", p["context"]] if p["context"] else [])
+    helm, kubectl = cli_prefix(p), cli_prefix(p, "kubectl")
     # Helm 4 lists every status (failed and pending too) without a flag.
     listed = json.loads(_run(module, [*helm, "list", "--output", "json"]) or "[]")
     releases = {}
@@ -83,9 +85,7 @@ def read_state(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "namespace": {"type": "str", "required": True},
-            "kubeconfig": {"type": "path", "required": True},
-            "context": {"type": "str", "default": ""},
+            **CLUSTER_OPTIONS,
             "chart_name": {"type": "str", "default": "openpolicy-service"},
             "chart_version": {"type": "str", "required": True},
             "plan": {"type": "dict", "required": True},

@@ -50,6 +50,8 @@ class DeployEnv:
             "service_releases_credentials_dir": str(self.credentials),
             # The tests' own vault, encrypted with their throwaway password (tests/helpers.py).
             "secrets_vault_file": str(self.credentials / "vault.yml"),
+            # No backup host runs for these modules; test_restore_point.py starts one and takes it.
+            "service_releases_restore_point": False,
         }
 
     def playbook(
@@ -137,6 +139,12 @@ class DeployEnv:
         self.kube.run("delete", "namespace", self.namespace, "--ignore-not-found", "--wait=false", check=False)
 
 
+def shown(result: subprocess.CompletedProcess) -> str:
+    """The run's output with white space folded: a debug message as one line, however the YAML
+    result format wrapped and quoted it."""
+    return " ".join(result.stdout.replace("'", " ").split())
+
+
 def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -145,4 +153,4 @@ def release_hosts_changed(result: subprocess.CompletedProcess) -> dict[str, int]
     return {host: counts["changed"] for host, counts in recap(result).items()}
 
 
-__all__ = ["FAILED_UPGRADE", "SERVICES", "DeployEnv", "failure_messages", "output", "release_hosts_changed"]
+__all__ = ["FAILED_UPGRADE", "SERVICES", "DeployEnv", "failure_messages", "output", "release_hosts_changed", "shown"]

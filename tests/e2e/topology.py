@@ -290,15 +290,19 @@ def running(env: str, kube: Kube, root: Path) -> Iterator[Topology]:
 
 
 def seed_vault(inventory: Path) -> None:
-    """The environment's vault before its first run, encrypted with the tests' password: what a
-    provider issues (SMTP password, Slack webhook), as an operator adds it with ansible-vault.
-    Stand-ins, named as such: nothing here sends mail or posts to Slack."""
+    """The environment's vault before its first run (see seed_vault_file)."""
+    seed_vault_file(inventory / "group_vars" / "all" / "vault.yml")
+
+
+def seed_vault_file(vault: Path) -> None:
+    """A vault before its first run, encrypted with the tests' password: what a provider issues
+    (SMTP password, Slack webhook), as an operator adds it with ansible-vault. Stand-ins, named
+    as such: nothing here sends mail or posts to Slack."""
     token = secrets.token_urlsafe(24)
     values = {
         "vault_smtp_password": f"Stand-in-smtp-{token}-1!",
         "vault_slack_webhook_url": f"https://hooks.slack.example/services/T0STANDIN/B0STANDIN/{token}",
     }
-    vault = inventory / "group_vars" / "all" / "vault.yml"
     vault.write_text(yaml.safe_dump(values))
     encrypted = subprocess.run(
         ["ansible-vault", "encrypt", "--encrypt-vault-id", "tests", str(vault)],
@@ -310,4 +314,4 @@ def seed_vault(inventory: Path) -> None:
     assert encrypted.returncode == 0, encrypted.stderr
 
 
-__all__ = ["Topology", "inventory_hosts", "monitoring_crds", "running", "seed_vault"]
+__all__ = ["Topology", "inventory_hosts", "monitoring_crds", "running", "seed_vault", "seed_vault_file"]
