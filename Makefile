@@ -113,7 +113,7 @@ $(addprefix molecule-,$(MOLECULE_SCENARIOS)): molecule-%: images ## one Molecule
 	flock /tmp/openpolicy-molecule-$*.lock molecule test -s $*
 
 test-e2e: images ## end-to-end tests against a local cluster the tests start and stop themselves
-	$(PYTEST) -n $(E2E_WORKERS) --dist loadfile --durations=0 tests/e2e
+	$(PYTEST) -n $(E2E_WORKERS) --dist loadfile --no-loadscope-reorder --durations=0 tests/e2e
 
 test: test-quick test-molecule test-e2e ## everything CI runs (.ci/run): lint, unit, charts, Molecule, e2e
 
