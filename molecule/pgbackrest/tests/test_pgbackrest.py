@@ -151,6 +151,10 @@ def test_wal_is_archived_within_the_archive_timeout() -> None:
 def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
     # Enough data that a gzip-9 full backup runs for several seconds.
     podman(DB, f"pgbench -i -s 4 -q -p {PG_PORT} openpolicy", user="postgres")
+    # Loaded by hand as postgres, outside the service roles' default privileges: granted to the
+    # reporting role as an operator would, or later backups lose their row-count manifest.
+    sql("grant usage on schema public to openpolicy_reporting")
+    sql("grant select on all tables in schema public to openpolicy_reporting")
     runner = (
         "PGBACKREST_COMPRESS_TYPE=gz PGBACKREST_COMPRESS_LEVEL=9 PGBACKREST_PROCESS_MAX=1 "
         f"/usr/local/bin/openpolicy-backup-job backup --stanza {STANZA} --type full "
