@@ -21,7 +21,7 @@ E2E_CLUSTER = "openpolicy-e2e"
 # Minutes a module took on this 2-core machine under load (make test-e2e prints --durations).
 # The longest start first, so that the two workers finish close together.
 MODULE_MINUTES = {
-    "test_monitoring": 30,
+    "test_monitoring": 39,
     "test_drift_promote": 26,
     "test_faults": 20,
     "test_deploy": 10,
