@@ -16,7 +16,8 @@ Writes bench/results/monitoring.json. Not part of `make test` (no timing is asse
 
 --environment measures on hosts already provisioned: those a run with --keep left, or those of
 `OPENPOLICY_E2E_KEEP_MONITORING=1 pytest tests/e2e/test_monitoring.py` (whose rule copy fires after
-seconds; the `for` used is read from the environment's rules and reported).
+seconds; the `for` used is read from the environment's rules and reported), while nothing else has
+run test_monitoring since. The bench takes test_monitoring's lock (same hosts, same ports).
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.results_file import write_results  # noqa: E402
-from tests.e2e.monitoring_env import INTERVALS, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv  # noqa: E402
+from tests.e2e.monitoring_env import (  # noqa: E402
+    INTERVALS,
+    SINK_HTTP_PORT,
+    SINK_SMTP_PORT,
+    MonitoringEnv,
+    hosts_lock,
+)
 from tests.e2e.notification_sinks import Sinks, mentions  # noqa: E402
 
 ALERT = "OpenPolicyPostgresqlDown"
@@ -63,6 +70,11 @@ def main() -> int:
         "--environment", type=Path, help="measure on the provisioned environment a run with --keep left in DIR"
     )
     args = parser.parse_args()
+    with hosts_lock():
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     sinks = Sinks(SINK_HTTP_PORT, SINK_SMTP_PORT)
     env = (
         MonitoringEnv.existing(args.environment)

@@ -7,13 +7,17 @@ scrape and evaluation intervals and receivers that point at the local stand-ins
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -75,6 +79,15 @@ OVERLAY = {
                           "auth_username": "", "auth_password": "", "require_tls": False},
 }  # fmt: skip
 PLAYBOOKS = ["provision_hosts.yml", "provision_databases.yml", "provision_backups.yml", "provision_monitoring.yml"]
+
+
+@contextlib.contextmanager
+def hosts_lock() -> Iterator[None]:
+    """The lock tests/e2e/conftest.py takes around test_monitoring: the bench takes it too, for it
+    makes the same hosts on the same ports (and removes them when it is done)."""
+    with (Path(tempfile.gettempdir()) / "openpolicy-e2e-test_monitoring.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 class MonitoringEnv:

@@ -121,29 +121,28 @@ def test_stale_backup_alerts(menv: MonitoringEnv) -> None:
     assert menv.wait(lambda: "firing" in menv.alert_states("OpenPolicyBackupStale"), 60)
 
 
+def collected_log(menv: MonitoringEnv, identifier: str) -> str:
+    """The db host's lines of one SYSLOG_IDENTIFIER, as collected on the monitoring host."""
+    journal = menv.exec(
+        "monitoring", "journalctl", "-D", REMOTE_JOURNAL, "--no-pager", "-o", "cat",
+        f"_HOSTNAME={HOSTS['db']}", f"SYSLOG_IDENTIFIER={identifier}", check=False,
+    )  # fmt: skip
+    return journal.stdout
+
+
 def journal_line_arrives(menv: MonitoringEnv) -> bool:
     """A line logged on the db host is read, by host and identifier, on the monitoring host."""
     marker = f"openpolicy-e2e-{uuid.uuid4().hex}"
     menv.exec("db", "logger", "-t", "openpolicy-e2e", marker)
 
-    def found() -> bool:
-        journal = menv.exec(
-            "monitoring", "journalctl", "-D", REMOTE_JOURNAL, "--no-pager", "-o", "cat",
-            f"_HOSTNAME={HOSTS['db']}", "SYSLOG_IDENTIFIER=openpolicy-e2e", check=False,
-        )  # fmt: skip
-        return marker in journal.stdout
-
-    return menv.wait(found, 60)
+    return menv.wait(lambda: marker in collected_log(menv, "openpolicy-e2e"), 60)
 
 
 def test_journal_line_of_the_db_host_reaches_the_monitoring_host(menv: MonitoringEnv) -> None:
     """A system log line, and PostgreSQL's own log file (its stop and start above), by host and unit."""
     assert journal_line_arrives(menv)
-    postgresql = menv.exec(
-        "monitoring", "journalctl", "-D", REMOTE_JOURNAL, "--no-pager", "-o", "cat",
-        f"_HOSTNAME={HOSTS['db']}", "SYSLOG_IDENTIFIER=postgresql",
-    )  # fmt: skip
-    assert "database system is ready to accept connections" in postgresql.stdout, postgresql.stdout[-2000:]
+    postgresql = collected_log(menv, "postgresql")
+    assert "database system is ready to accept connections" in postgresql, postgresql[-2000:]
 
 
 def test_host_logs_are_kept_for_the_retention(menv: MonitoringEnv) -> None:
@@ -157,11 +156,7 @@ def test_host_logs_are_kept_for_the_retention(menv: MonitoringEnv) -> None:
     files = menv.exec("monitoring", "ls", REMOTE_JOURNAL).stdout.split()
     assert expired not in files
     assert files and all("@" in name for name in files), files
-    kept = menv.exec(
-        "monitoring", "journalctl", "-D", REMOTE_JOURNAL, "--no-pager", "-o", "cat",
-        f"_HOSTNAME={HOSTS['db']}", "SYSLOG_IDENTIFIER=openpolicy-e2e",
-    )  # fmt: skip
-    assert "openpolicy-e2e-" in kept.stdout
+    assert "openpolicy-e2e-" in collected_log(menv, "openpolicy-e2e")
     assert journal_line_arrives(menv)
 
 
