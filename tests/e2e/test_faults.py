@@ -71,16 +71,19 @@ class FaultsEnv(SecretsEnv):
         result.said = " ".join(result.stdout.split())  # type: ignore[attr-defined]
         return result
 
-    def sql(self, role: str, statement: str) -> subprocess.CompletedProcess:
-        """A statement as a login role over TLS, as the services connect."""
+    def psql(self, role: str, *options: str) -> tuple[list[str], dict[str, str]]:
+        """psql as a login role over TLS, as the services connect: its argv and environment."""
         values = self.values()
         passwords = {**values["vault_postgresql_passwords"]}
         passwords.update({name.split("-")[0]: pw for name, pw in values["vault_database_passwords"].items()})
         conninfo = f"host=127.0.0.1 port={PG_PORT} dbname=openpolicy user={role} sslmode=require connect_timeout=5"
-        return subprocess.run(
-            ["psql", "-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", conninfo, "-c", statement],
-            env={**os.environ, "PGPASSWORD": passwords[role]}, text=True, capture_output=True, timeout=60, check=False,
-        )  # fmt: skip
+        argv = ["psql", "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", *options, conninfo]
+        return argv, {**os.environ, "PGPASSWORD": passwords[role]}
+
+    def sql(self, role: str, statement: str) -> subprocess.CompletedProcess:
+        """One statement in a connection of its own."""
+        argv, env = self.psql(role, "-c", statement)
+        return subprocess.run(argv, env=env, text=True, capture_output=True, timeout=60, check=False)
 
     def redis_ping(self, user: str, password: str) -> str:
         return subprocess.run(
@@ -111,23 +114,40 @@ def backup_metrics() -> dict[str, float]:
 
 
 class InsertStream(threading.Thread):
-    """Timestamped inserts as auth-service until stopped: the ids PostgreSQL acknowledged, with
-    their commit times (one psql per row, TLS, as a service's request would)."""
+    """Timestamped inserts as auth-service until halted, in one connection as a service's pool
+    keeps it: the ids PostgreSQL acknowledged (each insert commits on its own and is counted once
+    its returned row is read), with their commit times."""
+
+    INSERT = "insert into auth.fault_probe default values returning id, extract(epoch from at);\n"
 
     def __init__(self, env: FaultsEnv):
         super().__init__(daemon=True)
-        self.env = env
+        argv, environment = env.psql("auth")
+        # Line-buffered, so that each row is read as soon as psql has it.
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+        self.psql = subprocess.Popen(["stdbuf", "-oL", *argv], env=environment, text=True, **pipes)
         self.acknowledged: list[tuple[int, float]] = []
-        self.stop = threading.Event()
 
     def run(self) -> None:
-        insert = "insert into auth.fault_probe default values returning id, extract(epoch from at)"
-        while not self.stop.is_set():
-            result = self.env.sql("auth", insert)
-            if result.returncode == 0:
-                row, at = result.stdout.split()[0].split("|")
+        assert self.psql.stdin and self.psql.stdout
+        try:
+            while True:
+                self.psql.stdin.write(self.INSERT)
+                self.psql.stdin.flush()
+                line = self.psql.stdout.readline()
+                if not line:
+                    return
+                row, at = line.strip().split("|")
                 self.acknowledged.append((int(row), float(at)))
-            time.sleep(0.05)
+                time.sleep(0.02)
+        except (BrokenPipeError, OSError, ValueError):
+            return
+
+    def halt(self) -> None:
+        """Ends the stream: the connection to a killed host may never say it is gone."""
+        self.psql.kill()
+        self.join(timeout=30)
+        self.psql.wait(timeout=30)
 
 
 PROBE_TABLE = (
@@ -144,8 +164,7 @@ def crash_and_lose_the_db_host(env: FaultsEnv, stream_seconds: float) -> tuple[l
     time.sleep(stream_seconds)
     subprocess.run(["podman", "kill", "--signal", "KILL", DB_HOST], env=vault_env(), check=True, capture_output=True)
     killed = time.monotonic()
-    stream.stop.set()
-    stream.join()
+    stream.halt()
     subprocess.run(["podman", "rm", "--force", DB_HOST], env=vault_env(), check=True, capture_output=True)
     return stream.acknowledged, killed
 
@@ -242,6 +261,7 @@ def crashed(provisioned: FaultsEnv) -> dict:
     # Its rows span several archive timeouts, however slow each insert is on a loaded machine.
     span = acknowledged[-1][1] - acknowledged[0][1] if acknowledged else 0
     assert span > 2 * ARCHIVE_TIMEOUT, f"the stream ran {span:.0f} s: {len(acknowledged)} rows"
+    print(f"\nthe stream: {len(acknowledged)} inserts acknowledged over {span:.0f} s before the kill")
     return {"acknowledged": acknowledged, "stanza": before}
 
 
@@ -252,7 +272,10 @@ def test_restore_onto_a_lost_host_fails_in_seconds_naming_the_step(provisioned: 
     assert result.returncode != 0
     assert f"restore_host: {DB_HOST} is unreachable; bring it back first with" in result.said, output(result)
     assert "playbooks/provision_hosts.yml" in result.said
-    assert took < 90, f"restore.yml took {took:.0f} s to give up"
+    # It gives up at the ping, before the minutes `pgbackrest check` spent waiting on a lost host
+    # (a time bound here would be a performance target in a timed test: bench/ has those).
+    assert "Push the current WAL of the primary" not in result.stdout, output(result)
+    print(f"\nrestore.yml gave up on the lost host after {took:.0f} s")
 
 
 def test_a_rebuilt_host_is_not_started_as_an_empty_database(provisioned: FaultsEnv, crashed: dict):
