@@ -71,19 +71,16 @@ class FaultsEnv(SecretsEnv):
         result.said = " ".join(result.stdout.split())  # type: ignore[attr-defined]
         return result
 
-    def psql(self, role: str, *options: str) -> tuple[list[str], dict[str, str]]:
-        """psql as a login role over TLS, as the services connect: its argv and environment."""
+    def sql(self, role: str, statement: str) -> subprocess.CompletedProcess:
+        """A statement as a login role over TLS, as the services connect."""
         values = self.values()
         passwords = {**values["vault_postgresql_passwords"]}
         passwords.update({name.split("-")[0]: pw for name, pw in values["vault_database_passwords"].items()})
         conninfo = f"host=127.0.0.1 port={PG_PORT} dbname=openpolicy user={role} sslmode=require connect_timeout=5"
-        argv = ["psql", "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", *options, conninfo]
-        return argv, {**os.environ, "PGPASSWORD": passwords[role]}
-
-    def sql(self, role: str, statement: str) -> subprocess.CompletedProcess:
-        """One statement in a connection of its own."""
-        argv, env = self.psql(role, "-c", statement)
-        return subprocess.run(argv, env=env, text=True, capture_output=True, timeout=60, check=False)
+        return subprocess.run(
+            ["psql", "-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", conninfo, "-c", statement],
+            env={**os.environ, "PGPASSWORD": passwords[role]}, text=True, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
 
     def redis_ping(self, user: str, password: str) -> str:
         return subprocess.run(
@@ -114,40 +111,23 @@ def backup_metrics() -> dict[str, float]:
 
 
 class InsertStream(threading.Thread):
-    """Timestamped inserts as auth-service until halted, in one connection as a service's pool
-    keeps it: the ids PostgreSQL acknowledged (each insert commits on its own and is counted once
-    its returned row is read), with their commit times."""
-
-    INSERT = "insert into auth.fault_probe default values returning id, extract(epoch from at);\n"
+    """Timestamped inserts as auth-service until stopped: the ids PostgreSQL acknowledged, with
+    their commit times (one psql per row, TLS, as a service's request would)."""
 
     def __init__(self, env: FaultsEnv):
         super().__init__(daemon=True)
-        argv, environment = env.psql("auth")
-        # Line-buffered, so that each row is read as soon as psql has it.
-        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
-        self.psql = subprocess.Popen(["stdbuf", "-oL", *argv], env=environment, text=True, **pipes)
+        self.env = env
         self.acknowledged: list[tuple[int, float]] = []
+        self.stop = threading.Event()
 
     def run(self) -> None:
-        assert self.psql.stdin and self.psql.stdout
-        try:
-            while True:
-                self.psql.stdin.write(self.INSERT)
-                self.psql.stdin.flush()
-                line = self.psql.stdout.readline()
-                if not line:
-                    return
-                row, at = line.strip().split("|")
+        insert = "insert into auth.fault_probe default values returning id, extract(epoch from at)"
+        while not self.stop.is_set():
+            result = self.env.sql("auth", insert)
+            if result.returncode == 0:
+                row, at = result.stdout.split()[0].split("|")
                 self.acknowledged.append((int(row), float(at)))
-                time.sleep(0.02)
-        except (BrokenPipeError, OSError, ValueError):
-            return
-
-    def halt(self) -> None:
-        """Ends the stream: the connection to a killed host may never say it is gone."""
-        self.psql.kill()
-        self.join(timeout=30)
-        self.psql.wait(timeout=30)
+            time.sleep(0.05)
 
 
 PROBE_TABLE = (
@@ -164,7 +144,8 @@ def crash_and_lose_the_db_host(env: FaultsEnv, stream_seconds: float) -> tuple[l
     time.sleep(stream_seconds)
     subprocess.run(["podman", "kill", "--signal", "KILL", DB_HOST], env=vault_env(), check=True, capture_output=True)
     killed = time.monotonic()
-    stream.halt()
+    stream.stop.set()
+    stream.join()
     subprocess.run(["podman", "rm", "--force", DB_HOST], env=vault_env(), check=True, capture_output=True)
     return stream.acknowledged, killed
 
@@ -261,7 +242,6 @@ def crashed(provisioned: FaultsEnv) -> dict:
     # Its rows span several archive timeouts, however slow each insert is on a loaded machine.
     span = acknowledged[-1][1] - acknowledged[0][1] if acknowledged else 0
     assert span > 2 * ARCHIVE_TIMEOUT, f"the stream ran {span:.0f} s: {len(acknowledged)} rows"
-    print(f"\nthe stream: {len(acknowledged)} inserts acknowledged over {span:.0f} s before the kill")
     return {"acknowledged": acknowledged, "stanza": before}
 
 
