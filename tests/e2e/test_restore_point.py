@@ -33,8 +33,8 @@ TAKEN = "taken before the migrations (pgbackrest info"
 
 class RestorePointEnv(SecretsEnv):
     """inventories/local with its db and backup hosts as podman hosts of their own names and ports
-    (a `make up` environment and the other modules keep theirs); bench/bench_restore_point.py
-    makes one with other names."""
+    (a `make up` environment and the other modules keep theirs); a subclass with other names
+    and ports makes another beside it (a benchmark's)."""
 
     namespace = NAMESPACE
     hosts: ClassVar[dict[str, str]] = {
