@@ -28,7 +28,9 @@ from tests.helpers import Kube
 pytestmark = [
     pytest.mark.cluster,
     proven_but_too_slow(
-        13, "restore point before a migration, rollback with restore_database=true", "7 passed in 47 min at a load of 15"
+        13,
+        "restore point before a migration, rollback with restore_database=true",
+        "7 passed in 47 min at a load of 15",
     ),
 ]
 
