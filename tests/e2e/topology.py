@@ -190,6 +190,11 @@ class Topology:
             )
             result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {expired.timeout} s)", err)
         self.runs.append(result)
+        # Each run's output beside the topology, for a failure's or a slow run's whole story.
+        log = self.root / "logs" / f"{len(self.runs):02d}-{Path(path).stem}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
+        print(f"{' '.join(cmd[:6])}: exit {result.returncode}, output in {log}")
         return result
 
     def start_hosts(self) -> subprocess.CompletedProcess:
@@ -302,6 +307,8 @@ def seed_vault_file(vault: Path) -> None:
     values = {
         "vault_smtp_password": f"Stand-in-smtp-{token}-1!",
         "vault_slack_webhook_url": f"https://hooks.slack.example/services/T0STANDIN/B0STANDIN/{token}",
+        # PagerDuty's Events API v2 routing key: 32 characters.
+        "vault_pagerduty_routing_key": secrets.token_hex(16),
     }
     vault.write_text(yaml.safe_dump(values))
     encrypted = subprocess.run(
