@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,7 +72,8 @@ BAD = {
 }
 
 
-def nothing_changed(topo: Topology) -> None:
+def nothing_changed(topo: Topology, vault: Path, vault_before: bytes) -> None:
+    assert vault.read_bytes() == vault_before, "the secrets role stored a generated secret"
     assert topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode != 0, "the namespace was created"
     for host in (PRIMARY, REPLICA):
         assert topo.ssh(host, "test -e /etc/postgresql/15/main", check=False).returncode == 1, f"{host} was changed"
@@ -88,13 +90,15 @@ def test_bad_inventory_fails_in_one_line_and_changes_nothing(topo: Topology, cas
         change_hosts(hosts)
         (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     overlay = topo.write_overlay(tmp_path / "overlay", **change_overlay)
+    vault = inventory / "group_vars/all/vault.yml"
+    vault_before = vault.read_bytes()
     result = topo.playbook("site.yml", inventory=inventory, overlay=overlay)
     assert result.returncode != 0, result.stdout[-3000:]
     messages = [m for m in failure_messages(result) if m.startswith(("preflight:", setting))]
     assert messages, result.stdout[-3000:]
     assert setting in messages[-1], messages[-1]
     assert "\n" not in messages[-1]
-    nothing_changed(topo)
+    nothing_changed(topo, vault, vault_before)
 
 
 # --- the converge ------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_placeholder_secrets_are_refused(topo: Topology) -> None:
 
 def test_absent_secrets_stop_the_run_and_nothing_is_generated(topo: Topology) -> None:
     # The vault holds only what a provider issues (seed_vault): the rest is absent.
-    refused(topo, "preflight.yml", "secrets: required and absent from", extra_vars=CONFIRM)
+    refused(topo, "preflight.yml", "secrets: required and absent from", "--limit", "control", extra_vars=CONFIRM)
 
 
 def test_the_documented_first_run_generates_the_secrets_once(topo: Topology) -> None:
