@@ -32,6 +32,9 @@ PORT_BASES = {"staging": 52300, "production": 52400}
 SSH, POSTGRESQL, REDIS, PGBACKREST_TLS, SCRATCH = 0, 10, 20, 30, 40
 NODE_EXPORTER, POSTGRES_EXPORTER, REDIS_EXPORTER = 50, 60, 70
 PROMETHEUS, ALERTMANAGER, HOST_LOGS_COLLECTOR = 90, 91, 92
+# A cold site.yml on five hosts took 30 minutes on this 2-core machine under load: a run stopped
+# earlier tells nothing (its output is kept under logs/ either way).
+PLAYBOOK_TIMEOUT = 3600
 # Minimal CustomResourceDefinitions of the Prometheus operator's kinds: the environments
 # deploy a ServiceMonitor and a PrometheusRule per service (service_releases_monitoring).
 MONITORING_CRDS = ("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")
@@ -180,7 +183,13 @@ class Topology:
             cmd += ["-e", json.dumps(extra_vars)]
         try:
             result = subprocess.run(
-                cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False
+                cmd,
+                cwd=REPO,
+                env=toolchain_env(),
+                text=True,
+                capture_output=True,
+                check=False,
+                timeout=PLAYBOOK_TIMEOUT,
             )
         except subprocess.TimeoutExpired as expired:
             # Keep what the run printed, so that the failure names the task it was at.
