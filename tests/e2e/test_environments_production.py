@@ -142,7 +142,21 @@ def test_deploy_reads_the_vault_pins_and_no_placeholders(topo: Topology) -> None
     placeholders = [name for name, label in labels.items() if "openpolicy.dev/placeholder" in label]
     assert not placeholders, placeholders
     names = {s["metadata"]["name"] for s in secrets}
-    assert {f"{d['metadata']['name']}-secrets" for d in deployments} <= names
+    # Every Secret a Deployment reads exists: the ones the secrets capability delivered.
+    referenced = {
+        ref["secretRef"]["name"]
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for ref in c.get("envFrom", [])
+        if "secretRef" in ref
+    } | {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert referenced and referenced <= names, referenced - names
     # Autoscaling with the catalog's production bounds.
     catalog = yaml.safe_load((REPO / "catalog/services.yml").read_text())["services"]
     bounds = {s["name"]: s["autoscaling"]["production"] for s in catalog if "production" in s.get("autoscaling", {})}
