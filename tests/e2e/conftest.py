@@ -21,6 +21,8 @@ E2E_CLUSTER = "openpolicy-e2e"
 # Minutes a module took on this 2-core machine under load (make test-e2e prints --durations).
 # The longest start first, so that the two workers finish close together.
 MODULE_MINUTES = {
+    # Opt-in until seen passing (issue 11): its cold site.yml on five SSH hosts alone passed 30.
+    "test_environments": 45,
     "test_monitoring": 30,
     "test_drift_promote": 26,
     "test_faults": 20,
@@ -31,6 +33,7 @@ MODULE_MINUTES = {
     "test_secrets_rotation": 6,
     "test_bad_input": 5,
     "test_local_cluster": 5,
+    "test_environments_production": 10,
 }
 
 
