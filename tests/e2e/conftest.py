@@ -27,13 +27,13 @@ MODULE_MINUTES = {
     "test_drift_promote": 26,
     "test_faults": 20,
     "test_deploy": 10,
+    "test_environments_production": 10,
     "test_secrets": 10,
     "test_interrupted_deploy": 9,
     "test_rollback": 9,
     "test_secrets_rotation": 6,
     "test_bad_input": 5,
     "test_local_cluster": 5,
-    "test_environments_production": 10,
 }
 
 
