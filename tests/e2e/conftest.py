@@ -24,10 +24,13 @@ MODULE_MINUTES = {
     # Two podman hosts provisioned (PostgreSQL, pgBackRest) and eight playbook runs: 47 minutes
     # at a load average of 15, most of it the provisioning (outside make test: unproven.py).
     "test_restore_point": 47,
+    # Opt-in until seen passing (issue 11): its cold site.yml on five SSH hosts alone passed 30.
+    "test_environments": 45,
     "test_monitoring": 39,
     "test_faults": 39,  # with the crash and rebuild cases, under a load of 12-14
     "test_drift_promote": 26,
     "test_deploy": 10,
+    "test_environments_production": 10,
     "test_secrets": 10,
     "test_interrupted_deploy": 9,
     "test_rollback": 9,
