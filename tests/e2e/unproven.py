@@ -19,16 +19,13 @@ import pytest
 OPT_IN = "OPENPOLICY_E2E_UNPROVEN"
 
 
+def _opt_in(why: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not os.environ.get(OPT_IN), reason=f"{why}; run with {OPT_IN}=1")
+
+
 def not_yet_proven(issue: int, what: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        not os.environ.get(OPT_IN),
-        reason=f"not yet proven end to end (issue {issue} open): {what}; run with {OPT_IN}=1",
-    )
+    return _opt_in(f"not yet proven end to end (issue {issue} open): {what}")
 
 
 def proven_but_too_slow(issue: int, what: str, seen: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        not os.environ.get(OPT_IN),
-        reason=f"passed here ({seen}) but outside make test's time budget (issue {issue} open): {what}; "
-        f"run with {OPT_IN}=1",
-    )
+    return _opt_in(f"passed here ({seen}) but outside make test's time budget (issue {issue} open): {what}")
