@@ -40,7 +40,7 @@ class FilterModule:
             "openpolicy_rollback_targets": release_state.rollback_targets,
             "openpolicy_summary_rows": release_state.summary_rows,
             "openpolicy_secrets_to_apply": release_state.secrets_to_apply,
-            "openpolicy_secret_names": release_state.object_names,
+            "openpolicy_secrets_to_send": release_state.secrets_to_send,
             "openpolicy_helm_owners": release_state.helm_owners,
             "openpolicy_digest_labels": release_state.digest_labels,
         }

@@ -418,6 +418,18 @@ def secrets_to_apply(desired: list[dict], listing: dict | str) -> list[dict]:
     return out
 
 
+def secrets_to_send(desired: list[dict], listing: dict | str) -> dict[str, list[dict]]:
+    """The Secrets that differ from the namespace's listing, split by the kubectl verb that sends
+    them: `create` for those missing, `replace` (whole, so a key no longer needed disappears) for
+    those present."""
+    existing = set(object_names(listing))
+    send = secrets_to_apply(desired, listing)
+    return {
+        "create": [s for s in send if s["metadata"]["name"] not in existing],
+        "replace": [s for s in send if s["metadata"]["name"] in existing],
+    }
+
+
 def object_names(listing: dict | str) -> list[str]:
     """The names of the objects of a `kubectl get ... -o json` listing."""
     return sorted(i["metadata"]["name"] for i in _items(listing))

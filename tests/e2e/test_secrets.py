@@ -213,6 +213,27 @@ def test_a_second_run_changes_no_secret(senv: SecretsEnv, deployed):
     assert senv.versions() == before
 
 
+def test_check_mode_reports_an_edited_secret_and_changes_nothing(senv: SecretsEnv, deployed):
+    """A Secret edited by hand: deploy.yml --check says the delivery would replace it (the API
+    server validates the replacement, --dry-run=server) and leaves it as it is; the real run
+    puts it back."""
+    name = "auth-service-secrets"
+    patch = '{"stringData":{"edited":"by-hand"}}'
+    senv.kube.run("patch", "secret", name, "-n", NAMESPACE, "--type", "merge", "-p", patch)
+    edited = senv.versions()
+    checked = senv.run("deploy.yml", "--check")
+    assert checked.returncode == 0, output(checked)
+    task = "Create the missing Secrets and replace those that differ]"
+    assert task in checked.stdout, checked.stdout[-3000:]
+    deliver = checked.stdout.split(task)[1].split("TASK [")[0]
+    assert "changed: [" in deliver, deliver[-2000:]
+    assert senv.versions() == edited
+    assert "edited" in senv.secrets()[name]["data"]
+    again = senv.run("deploy.yml")
+    assert again.returncode == 0, output(again)
+    assert "edited" not in senv.secrets()[name]["data"]
+
+
 def weak_vault(senv: SecretsEnv) -> Path:
     values = senv.values()
     values["vault_database_passwords"]["auth-service"] = "short1Aa"

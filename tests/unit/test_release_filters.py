@@ -234,3 +234,9 @@ def test_only_differing_placeholder_secrets_are_applied():
         "config-service-secrets"
     ]
     assert release_state.object_names(json.dumps(listing)) == ["auth-service-secrets"]
+    changed = dict(secrets[0], data=dict.fromkeys(secrets[0]["data"], "Y2hhbmdlZA=="))
+    by_verb = release_state.secrets_to_send([changed, secrets[1]], json.dumps(listing))
+    assert {verb: [s["metadata"]["name"] for s in items] for verb, items in by_verb.items()} == {
+        "create": ["config-service-secrets"],
+        "replace": ["auth-service-secrets"],
+    }
