@@ -6,7 +6,10 @@ stand-ins):
 - fault to notification: PostgreSQL stopped on the db host until the PagerDuty stand-in receives
   the trigger of OpenPolicyPostgresqlDown (and start to the resolve), with the scrape and
   evaluation intervals, the rule's `for` and Alertmanager's group_wait used; the ratio is against
-  the least any Prometheus could do with those settings (for + one evaluation + group_wait);
+  the least any Prometheus could do with those settings (for + group_wait: a scrape and an
+  evaluation right after the fault), and the window a quiet machine stays in is reported too (up
+  to one scrape and one evaluation later); the time is split at the alert's activeAt (fault seen)
+  and its firing (Prometheus's /api/v1/alerts);
 - the monitoring host's resident memory (Prometheus, Alertmanager, journal-remote, node_exporter)
   with every target scraped, against Prometheus alone.
 
@@ -23,6 +26,7 @@ run test_monitoring since. The bench takes test_monitoring's lock (same hosts, s
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import tempfile
 import time
@@ -63,6 +67,24 @@ def rule_for(rules: Path, name: str) -> str:
     raise KeyError(name)
 
 
+def first_page(sinks: Sinks, status: str, since: float, timeout: float = 300) -> float | None:
+    """When the PagerDuty stand-in first received the alert's trigger (or resolve) after since."""
+
+    def page(r) -> bool:
+        return r.kind == "pagerduty" and r.at >= since and mentions(r, ALERT, status)
+
+    received = sinks.wait_for(page, timeout)
+    return min((r.at for r in received if page(r)), default=None)
+
+
+def alert_active_at(env: MonitoringEnv) -> float | None:
+    """When Prometheus first saw the fault (the firing alert's activeAt), as a Unix time."""
+    for alert in env.api("/api/v1/alerts")["data"]["alerts"]:
+        if alert["labels"]["alertname"] == ALERT and alert["state"] == "firing":
+            return datetime.datetime.fromisoformat(alert["activeAt"].replace("Z", "+00:00")).timestamp()
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the hosts running")
@@ -100,25 +122,28 @@ def measure(args: argparse.Namespace) -> int:
 
         fault = time.time()
         env.exec("db", "systemctl", "stop", "postgresql@15-main")
-        fired = sinks.wait_for(lambda r: r.kind == "pagerduty" and mentions(r, ALERT, "firing"), 300)
-        trigger = min(r.at for r in fired if r.kind == "pagerduty" and mentions(r, ALERT, "firing")) if fired else None
+        trigger = first_page(sinks, "firing", fault)
+        active_at = alert_active_at(env) if trigger else None
         repaired = time.time()
         env.exec("db", "systemctl", "start", "postgresql@15-main")
-        done = sinks.wait_for(lambda r: r.kind == "pagerduty" and mentions(r, ALERT, "resolved"), 300)
-        resolve = min(r.at for r in done if r.kind == "pagerduty" and mentions(r, ALERT, "resolved")) if done else None
+        resolve = first_page(sinks, "resolved", repaired)
     finally:
         sinks.close()
         if not args.keep:
             env.down()
 
     alert_for = rule_for(env.rules_dir, ALERT)
-    floor = seconds(alert_for) + seconds(INTERVALS["evaluation"]) + seconds(INTERVALS["group_wait"])
+    floor = seconds(alert_for) + seconds(INTERVALS["group_wait"])
+    window = floor + seconds(INTERVALS["scrape"]) + seconds(INTERVALS["evaluation"])
     results = {
         "intervals": {**INTERVALS, "rule_for": alert_for},
         "provision_seconds": round(provision, 1) if provision else None,
         "fault_to_notification_seconds": round(trigger - fault, 1) if trigger else None,
         "fault_to_notification_floor_seconds": floor,
+        "fault_to_notification_quiet_machine_max_seconds": window,
         "fault_to_notification_ratio": round((trigger - fault) / floor, 2) if trigger else None,
+        "fault_to_alert_active_seconds": round(active_at - fault, 1) if active_at else None,
+        "alert_active_to_notification_seconds": round(trigger - active_at, 1) if active_at else None,
         "repair_to_resolved_seconds": round(resolve - repaired, 1) if resolve else None,
         "monitoring_host_rss_kib": rss,
         "monitoring_host_rss_total_kib": sum(rss.values()),
