@@ -32,15 +32,18 @@ failover_flow = not_yet_proven(15, "PostgreSQL failover, switchover and Redis Se
 
 DB_HOSTS = [f"openpolicy-e2e-ha-db{n}" for n in (1, 2, 3)]
 ROUTER = "openpolicy-e2e-ha-router1"
+BACKUP = "openpolicy-e2e-ha-backup1"
 ROUTER_PG_PORT = 61450
 ROUTER_PG_REPLICA_PORT = 61451
 ROUTER_REDIS_PORT = 61452
 # Patroni's timing in this inventory (defaults are 30/10/10): failover after about ttl.
 PATRONI_TIMING = {"patroni_ttl": 15, "patroni_loop_wait": 3, "patroni_retry_timeout": 5}
 PLAYBOOKS = ["playbooks/provision_hosts.yml", "playbooks/provision_databases.yml", "playbooks/provision_ha.yml"]
+# site.yml's order: the backups come after the HA stage (Patroni runs PostgreSQL by then).
+BACKUPS = "playbooks/provision_backups.yml"
 
 
-SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER])}
+SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER, BACKUP])}
 
 
 def ports(n: int) -> dict[str, int]:
@@ -52,6 +55,9 @@ def ports(n: int) -> dict[str, int]:
         "etcd_cluster_peer_port": 61440 + n,
         "redis_port": 61460 + n,
         "redis_sentinel_port": 61470 + n,
+        "pgbackrest_tls_server_port": 61480 + n,
+        # roles/pgbackrest reads the db hosts' ports through this name (default: postgresql_port).
+        "pgbackrest_pg_port": 61410 + n,
     }
 
 
@@ -83,7 +89,14 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
                 "db": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in db_hosts}},
                 "etcd": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in etcd_hosts}},
                 "db_router": {"hosts": {ROUTER: host_entry(ROUTER, "systemd")}},
-                "backup": {"hosts": {}},
+                # The repository host, and the scratch host of the restore drill.
+                "backup": {
+                    "hosts": {
+                        BACKUP: host_entry(
+                            BACKUP, "systemd", pgbackrest_tls_server_port=61484, pgbackrest_scratch_port=61490
+                        )
+                    }
+                },
             }
         }
     }
@@ -120,9 +133,10 @@ class HaEnv:
             "postgresql_router_maxconn": 150,
             # A commit waits for one replica: a failover loses no acknowledged write.
             "patroni_synchronous_mode": True,
-            # No backup host in this environment: pgBackRest is not set up (Patroni's replica
-            # methods fall back from pgbackrest to basebackup).
-            "pgbackrest_db_group": "no_backups",
+            # Backups are copied from a standby; the row-count manifest reads through the router.
+            "pgbackrest_backup_standby": True,
+            "pgbackrest_manifest_address": "127.0.0.1",
+            "pgbackrest_manifest_port": ROUTER_PG_REPLICA_PORT,
             **PATRONI_TIMING,
             **self.secrets,
         }
@@ -138,7 +152,7 @@ class HaEnv:
         env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
         extra_vars = {
             "secrets_vault_file": str(self.vault),
-            "podman_hosts_groups": ["db", "etcd", "db_router"],
+            "podman_hosts_groups": ["db", "etcd", "db_router", "backup"],
             "podman_hosts_environment": "e2e-ha",
             **extra,
         }
@@ -285,7 +299,7 @@ def wait_for(condition, timeout: float, interval: float = 0.5):
 
 
 def remove_hosts() -> None:
-    podman("rm", "--force", "--time", "5", *DB_HOSTS, ROUTER)
+    podman("rm", "--force", "--time", "5", *DB_HOSTS, ROUTER, BACKUP)
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +367,15 @@ def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
 
 
 @failover_flow
+def test_backups_archive_from_the_patroni_primary(ha: HaEnv):
+    """provision_backups.yml after the HA stage: the stanza is created through whichever db host
+    is primary and its WAL reaches the repository (the role's `pgbackrest check`), and a first
+    full backup is taken, before the primary is lost."""
+    result = ha.play(BACKUPS)
+    assert result.returncode == 0, output(result)
+
+
+@failover_flow
 def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
     db = Database(ha.owner_password)
     with Writer(db, "ha_failover") as writer:
@@ -379,15 +402,25 @@ def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv)
     podman("start", DB_HOSTS[0], check=True)
 
     def replica_again() -> bool:
-        status, body = rest(1, "/")
+        status, body = rest(1, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
-    assert wait_for(replica_again, 180, 2), rest(1, "/")
+    assert wait_for(replica_again, 180, 2), rest(1, "/patroni")
     assert wait_for(lambda: redis_master(ha.secrets["redis_sentinel_password"]) in (2, 3), 10)
-    result = ha.play("playbooks/provision_ha.yml")
+    result = ha.play("playbooks/provision_ha.yml", BACKUPS)
     assert result.returncode == 0, output(result)
     changed = {host: counts["changed"] for host, counts in recap(result).items() if counts["changed"]}
     assert changed == {}, f"a rerun changed something: {changed}\n{output(result)}"
+
+
+@failover_flow
+def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):
+    """The new primary archives (a full backup waits for its WAL), the files come from a standby,
+    and the restore drill restores that backup on the scratch host and checks its row counts."""
+    backup = ha.play("playbooks/backup.yml", type="full", backup_reason="after-failover")
+    assert backup.returncode == 0, output(backup)
+    drill = ha.play("playbooks/restore_drill.yml")
+    assert drill.returncode == 0, output(drill)
 
 
 @failover_flow
