@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import write_results  # noqa: E402
 from tests.e2e import test_ha as ha  # noqa: E402  (the e2e test's environment and helpers)
 
 ROLLBACK_TARGET_SECONDS = 120
@@ -60,7 +61,7 @@ def member_number(name: str) -> int:
 
 def wait_replica(n: int) -> None:
     def running_replica() -> bool:
-        status, body = ha.rest(n, "/")
+        status, body = ha.rest(n, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
     assert ha.wait_for(running_replica, 300, 2), f"db{n} did not come back as a replica"
@@ -144,9 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "CloudNativePG (documented, not measured here): failoverDelay 0 s by default, after the readiness probe fails;"
     )
     print("  switchoverDelay 3600 s by default bounds a primary's shutdown in a switchover")
-    out = REPO / "bench" / "results" / "ha.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results("ha", results)
     return 0
 
 
