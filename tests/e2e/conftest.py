@@ -25,7 +25,7 @@ MODULE_MINUTES = {
     "test_drift_promote": 26,
     "test_faults": 20,
     "test_deploy": 10,
-    "test_ha": 40,
+    "test_ha": 54,
     "test_secrets": 10,
     "test_interrupted_deploy": 9,
     "test_rollback": 9,

@@ -28,7 +28,7 @@ from tests.helpers import REPO, failure_messages, recap, toolchain_env
 
 pytestmark = pytest.mark.podman
 # The cases after the failover that have not yet passed here run with OPENPOLICY_E2E_UNPROVEN=1.
-failover_flow = not_yet_proven(15, "a backup after the failover restoring, the switchover")
+failover_flow = not_yet_proven(15, "a backup after the failover restoring (its row-count manifest is missing)")
 
 DB_HOSTS = [f"openpolicy-e2e-ha-db{n}" for n in (1, 2, 3)]
 ROUTER = "openpolicy-e2e-ha-router1"
@@ -419,7 +419,6 @@ def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):
     assert drill.returncode == 0, output(drill)
 
 
-@failover_flow
 def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
     before = leader()
     candidate = wait_for(lambda: named("sync_standby"), 30)
@@ -440,7 +439,6 @@ def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
           f"longest write gap {writer.longest_gap:.1f} s")  # fmt: skip
 
 
-@failover_flow
 def test_switchover_refuses_a_candidate_that_is_not_a_healthy_replica(ha: HaEnv):
     current = leader()
     result = ha.play("playbooks/switchover.yml", candidate=current)
