@@ -65,6 +65,26 @@ def describe(number: int, figures: dict[str, float], archive_timeout: int) -> st
     )
 
 
+NOTES = (
+    "RTO: db host SIGKILLed and removed with its disk until auth-service reads its table again, by "
+    "docs/runbooks/restore.md's path; RPO: last acknowledged insert minus newest restored one"
+)
+
+
+def summarise(trials: list[dict[str, float]], archive_timeout: int) -> dict:
+    return {
+        "archive_timeout_seconds": archive_timeout,
+        "trials_completed": len(trials),
+        "trials": trials,
+        "rto_seconds_median": statistics.median(t["rto_seconds"] for t in trials),
+        "rpo_seconds_max": max(t["rpo_seconds"] for t in trials),
+        "rto_to_restore_ratio_median": statistics.median(
+            t["rto_seconds"] / max(t["restore_seconds"], 0.1) for t in trials
+        ),
+        "lost_before_restored_end_total": sum(t["lost_before_restored_end"] for t in trials),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
@@ -75,36 +95,24 @@ def main() -> int:
     fcntl.flock(lock, fcntl.LOCK_EX)
     env = faults.FaultsEnv(Path(tempfile.mkdtemp(prefix="bench-faults-")))
     env.host_vars["pgbackrest_archive_timeout"] = args.archive_timeout
+    trials: list[dict[str, float]] = []
     try:
         result = env.play(*faults.PLAYBOOKS)
         if result.returncode != 0:
             sys.exit(f"bench_faults: provisioning failed:\n{output(result)}")
         env.sql("auth", faults.PROBE_TABLE)
-        trials = []
         for number in range(1, args.trials + 1):
             figures = trial(env, 3 * args.archive_timeout)
             trials.append(figures)
             print(describe(number, figures, args.archive_timeout), flush=True)
+            # After each trial, so that an interrupted run still leaves what it measured.
+            summary = summarise(trials, args.archive_timeout)
+            write_results("faults", summary, notes=NOTES)
     finally:
         hosts = [faults.DB_HOST, faults.BACKUP_HOST]
         subprocess.run(["podman", "rm", "--force", *hosts], env=vault_env(), capture_output=True, check=False)
-    summary = {
-        "archive_timeout_seconds": args.archive_timeout,
-        "trials": trials,
-        "rto_seconds_median": statistics.median(t["rto_seconds"] for t in trials),
-        "rpo_seconds_max": max(t["rpo_seconds"] for t in trials),
-        "rto_to_restore_ratio_median": statistics.median(
-            t["rto_seconds"] / max(t["restore_seconds"], 0.1) for t in trials
-        ),
-    }
     print(f"RTO median {summary['rto_seconds_median']:.1f} s, RPO max {summary['rpo_seconds_max']:.1f} s "
           f"({summary['rpo_seconds_max'] / args.archive_timeout:.2f} x archive_timeout)")  # fmt: skip
-    write_results(
-        "faults",
-        summary,
-        notes="RTO: db host SIGKILLed and removed with its disk until auth-service reads its table again, by "
-        "docs/runbooks/restore.md's path; RPO: last acknowledged insert minus newest restored one",
-    )
     return 0
 
 

@@ -13,6 +13,11 @@ stand-ins):
 Writes bench/results/monitoring.json. Not part of `make test` (no timing is asserted).
 
     python bench/bench_monitoring.py [--keep] [--environment DIR]
+
+--environment measures on hosts already provisioned: those a run with --keep left, or those of
+`OPENPOLICY_E2E_KEEP_MONITORING=1 pytest tests/e2e/test_monitoring.py` (whose rule copy fires after
+seconds; the `for` used is read from the environment's rules and reported), while nothing else has
+run test_monitoring since. The bench takes test_monitoring's lock (same hosts, same ports).
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.results_file import write_results  # noqa: E402
-from tests.e2e.monitoring_env import INTERVALS, SINK_HTTP_PORT, SINK_SMTP_PORT, MonitoringEnv  # noqa: E402
+from tests.e2e.monitoring_env import (  # noqa: E402
+    INTERVALS,
+    SINK_HTTP_PORT,
+    SINK_SMTP_PORT,
+    MonitoringEnv,
+    hosts_lock,
+)
 from tests.e2e.notification_sinks import Sinks, mentions  # noqa: E402
 
 ALERT = "OpenPolicyPostgresqlDown"
@@ -41,10 +52,10 @@ def seconds(duration: str) -> float:
     raise ValueError(duration)
 
 
-def rule_for(name: str) -> str:
+def rule_for(rules: Path, name: str) -> str:
     import yaml
 
-    for path in (REPO / "monitoring" / "rules").glob("*.yml"):
+    for path in rules.glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 if rule.get("alert") == name:
@@ -59,6 +70,11 @@ def main() -> int:
         "--environment", type=Path, help="measure on the provisioned environment a run with --keep left in DIR"
     )
     args = parser.parse_args()
+    with hosts_lock():
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     sinks = Sinks(SINK_HTTP_PORT, SINK_SMTP_PORT)
     env = (
         MonitoringEnv.existing(args.environment)
@@ -79,7 +95,8 @@ def main() -> int:
         env.wait(lambda: all(t["health"] == "up" for t in env.api("/api/v1/targets")["data"]["activeTargets"]), 60)
         time.sleep(10)  # a few scrapes of every target before memory is read
         rss = env.rss_kib("prometheus", "prometheus-alertmanager", "systemd-journal-remote", "prometheus-node-exporter")
-        targets = len(env.api("/api/v1/targets")["data"]["activeTargets"])
+        active = env.api("/api/v1/targets")["data"]["activeTargets"]
+        targets, targets_up = len(active), sum(t["health"] == "up" for t in active)
 
         fault = time.time()
         env.exec("db", "systemctl", "stop", "postgresql@15-main")
@@ -94,9 +111,10 @@ def main() -> int:
         if not args.keep:
             env.down()
 
-    floor = seconds(rule_for(ALERT)) + seconds(INTERVALS["evaluation"]) + seconds(INTERVALS["group_wait"])
+    alert_for = rule_for(env.rules_dir, ALERT)
+    floor = seconds(alert_for) + seconds(INTERVALS["evaluation"]) + seconds(INTERVALS["group_wait"])
     results = {
-        "intervals": {**INTERVALS, "rule_for": rule_for(ALERT)},
+        "intervals": {**INTERVALS, "rule_for": alert_for},
         "provision_seconds": round(provision, 1) if provision else None,
         "fault_to_notification_seconds": round(trigger - fault, 1) if trigger else None,
         "fault_to_notification_floor_seconds": floor,
@@ -108,6 +126,7 @@ def main() -> int:
         if rss.get("prometheus")
         else None,
         "scrape_targets": targets,
+        "scrape_targets_up": targets_up,
     }
     for key, value in results.items():
         print(f"{key}: {value}")

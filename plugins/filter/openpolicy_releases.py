@@ -42,4 +42,5 @@ class FilterModule:
             "openpolicy_secrets_to_apply": release_state.secrets_to_apply,
             "openpolicy_secret_names": release_state.object_names,
             "openpolicy_helm_owners": release_state.helm_owners,
+            "openpolicy_digest_labels": release_state.digest_labels,
         }

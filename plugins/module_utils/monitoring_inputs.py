@@ -36,8 +36,9 @@ HOSTPORT = re.compile(r"[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 SIZE = re.compile(r"[0-9]+(B|KB|MB|GB|TB|PB|EB)")
 JOB = re.compile(r"[a-z][a-z0-9_]*")
 # journalctl --vacuum-time and journal-remote's MaxUse.
-JOURNAL_TIME = re.compile(r"[0-9]+(s|min|h|d|weeks|months|years)")
-JOURNAL_SIZE = re.compile(r"[0-9]+[KMGT]?")
+# Not 0: journalctl reads a vacuum limit of 0 as no limit at all.
+JOURNAL_TIME = re.compile(r"[1-9][0-9]*(s|min|h|d|weeks|months|years)")
+JOURNAL_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_.-]*")
 SQL_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 ACL_NAME = re.compile(r"[A-Za-z0-9_]+")

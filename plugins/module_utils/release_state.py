@@ -73,6 +73,70 @@ def release(history: list[dict], values: dict | None = None) -> dict:
     }
 
 
+# What a deploy records on each revision it makes, as Helm release labels (helm upgrade
+# --labels): the values' sha256 (in two halves, a label value holds 63 characters), the image tag
+# and the revision the labels were made for. A later plan reads them for every release with one
+# `kubectl get secrets -l owner=helm,status=deployed` (labels only; nothing is decoded) instead
+# of `helm history` and `helm get values` per release. Labels copied onto another revision (a
+# rollback, or a hand-made `helm upgrade`, which merge the earlier labels) name another revision
+# and are not trusted: that release is read the slow way.
+DIGEST_LABELS = ("openpolicy.dev/values-sha256-a", "openpolicy.dev/values-sha256-b")
+DIGEST_REVISION_LABEL = "openpolicy.dev/values-revision"
+APP_VERSION_LABEL = "openpolicy.dev/app-version"
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def digest_labels(values: dict, revision: int) -> dict[str, str]:
+    """The release labels a deploy sets on the revision ``revision`` it makes with ``values``."""
+    digest = values_checksum(values).removeprefix("sha256:")
+    labels = {DIGEST_LABELS[0]: digest[:32], DIGEST_LABELS[1]: digest[32:], DIGEST_REVISION_LABEL: str(revision)}
+    tag = str(((plain(values) or {}).get("image") or {}).get("tag") or "")
+    if _LABEL_VALUE.match(tag):
+        labels[APP_VERSION_LABEL] = tag
+    return labels
+
+
+def labelled_release(item: dict, labels: dict | None) -> dict | None:
+    """A release from its `helm list -o json` item and the labels of its deployed revision's
+    storage object, when those labels were recorded for exactly that revision and it is the
+    latest: {"history": [that entry], "deployed": it, "current": revision}. None otherwise (read
+    it with helm history and helm get values)."""
+    labels = labels or {}
+    revision = str(item.get("revision", ""))
+    if (
+        item.get("status") != "deployed"
+        or not revision
+        or labels.get("status") != "deployed"
+        or labels.get("version") != revision
+        or labels.get(DIGEST_REVISION_LABEL) != revision
+        or not all(labels.get(key) for key in (*DIGEST_LABELS, APP_VERSION_LABEL))
+    ):
+        return None
+    name, version = split_chart(item.get("chart", ""))
+    entry = {
+        "revision": int(revision),
+        "status": "deployed",
+        "chart": name,
+        "chart_version": version,
+        "app_version": labels[APP_VERSION_LABEL],
+        "values_checksum": "sha256:" + labels[DIGEST_LABELS[0]] + labels[DIGEST_LABELS[1]],
+        "updated": str(item.get("updated", "")),
+        "description": "",
+    }
+    return {"history": [entry], "deployed": entry, "current": int(revision)}
+
+
+def storage_labels(listing: dict | str) -> dict[str, dict]:
+    """{release name: labels} of a `kubectl get secrets -l owner=helm,status=deployed -o json`
+    (Helm's storage objects of the deployed revisions: their labels only)."""
+    out = {}
+    for item in _items(listing):
+        labels = (item.get("metadata") or {}).get("labels") or {}
+        if labels.get("owner") == "helm" and labels.get("name"):
+            out[labels["name"]] = labels
+    return out
+
+
 def revisions_to_read(history: list[dict], full: bool) -> list[int]:
     """The revisions whose values a reader needs: all of them (a one-service rollback compares
     contents) or only the one deployed and the latest (plans, sets, summaries)."""
@@ -295,7 +359,11 @@ def summary_rows(services: dict, releases: dict, deployments: list[dict]) -> lis
 def _items(listing: dict | str) -> list[dict]:
     if isinstance(listing, str):
         listing = json.loads(listing or "{}")
-    return plain((listing or {}).get("items") or [])
+    listing = listing or {}
+    # `kubectl get <kind> <one name> -o json` prints the object itself, not a List.
+    if "items" not in listing and listing.get("metadata"):
+        return [plain(listing)]
+    return plain(listing.get("items") or [])
 
 
 def namespace_state(listing: dict | str) -> dict:

@@ -7,12 +7,17 @@ scrape and evaluation intervals and receivers that point at the local stand-ins
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -29,6 +34,9 @@ SINK_HTTP_PORT = 59895
 SINK_SMTP_PORT = 59896
 # The intervals the alerts are measured with (the bench reports them).
 INTERVALS = {"scrape": "2s", "evaluation": "2s", "group_wait": "1s", "group_interval": "2s"}
+# The tests' copy of monitoring/rules waits this long (`for:`) before any alert fires, instead of
+# the minutes operators get: the expressions are the shipped ones, the alerts fire within seconds.
+TEST_RULE_FOR = "4s"
 OVERLAY = {
     "podman_hosts_environment": "e2e-monitoring",
     # Servers of the db and backup hosts, clear of `make up` and the other e2e modules.
@@ -73,8 +81,19 @@ OVERLAY = {
 PLAYBOOKS = ["provision_hosts.yml", "provision_databases.yml", "provision_backups.yml", "provision_monitoring.yml"]
 
 
+@contextlib.contextmanager
+def hosts_lock() -> Iterator[None]:
+    """The lock tests/e2e/conftest.py takes around test_monitoring: the bench takes it too, for it
+    makes the same hosts on the same ports (and removes them when it is done)."""
+    with (Path(tempfile.gettempdir()) / "openpolicy-e2e-test_monitoring.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 class MonitoringEnv:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, rule_for: str | None = None):
+        """rule_for: load a copy of monitoring/rules whose every `for:` is this (the rule files are
+        the checkout's by extra-vars, playbooks/group_vars/all/monitoring.yml; so is the copy)."""
         self.root = root
         self.inventory = root / "inventories" / "e2e"
         shutil.copytree(
@@ -91,15 +110,30 @@ class MonitoringEnv:
             "---\n# The e2e overlay of tests/e2e/monitoring_env.py.\n" + yaml.safe_dump(OVERLAY, sort_keys=False)
         )
         self.extra = {"secrets_vault_file": str(root / "vault.yml")}
+        if rule_for:
+            rules = root / "rules"
+            rules.mkdir()
+            for path in (REPO / "monitoring" / "rules").glob("*.yml"):
+                text = re.sub(r"^(\s+for: ).*$", rf"\g<1>{rule_for}", path.read_text(), flags=re.MULTILINE)
+                (rules / path.name).write_text(text)
+            self.extra["prometheus_rules_source_dir"] = str(rules)
 
     @classmethod
     def existing(cls, root: Path) -> MonitoringEnv:
-        """The environment a run with --keep (bench/bench_monitoring.py) left under root."""
+        """The environment a run left under root: bench/bench_monitoring.py --keep, or
+        tests/e2e/test_monitoring.py with OPENPOLICY_E2E_KEEP_MONITORING=1 (it prints root)."""
         env = cls.__new__(cls)
         env.root = root
         env.inventory = root / "inventories" / "e2e"
         env.extra = {"secrets_vault_file": str(root / "vault.yml")}
+        if (root / "rules").is_dir():
+            env.extra["prometheus_rules_source_dir"] = str(root / "rules")
         return env
+
+    @property
+    def rules_dir(self) -> Path:
+        """The rule files this environment's Prometheus loads."""
+        return Path(self.extra.get("prometheus_rules_source_dir", REPO / "monitoring" / "rules"))
 
     def play(self, *playbooks: str, **extra) -> subprocess.CompletedProcess:
         cmd = ["ansible-playbook", "-i", str(self.inventory), *(f"playbooks/{p}" for p in playbooks)]

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,7 +72,8 @@ BAD = {
 }
 
 
-def nothing_changed(topo: Topology) -> None:
+def nothing_changed(topo: Topology, vault: Path, vault_before: bytes) -> None:
+    assert vault.read_bytes() == vault_before, "the secrets role stored a generated secret"
     assert topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode != 0, "the namespace was created"
     for host in (PRIMARY, REPLICA):
         assert topo.ssh(host, "test -e /etc/postgresql/15/main", check=False).returncode == 1, f"{host} was changed"
@@ -88,27 +90,35 @@ def test_bad_inventory_fails_in_one_line_and_changes_nothing(topo: Topology, cas
         change_hosts(hosts)
         (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     overlay = topo.write_overlay(tmp_path / "overlay", **change_overlay)
+    vault = inventory / "group_vars/all/vault.yml"
+    vault_before = vault.read_bytes()
     result = topo.playbook("site.yml", inventory=inventory, overlay=overlay)
     assert result.returncode != 0, result.stdout[-3000:]
     messages = [m for m in failure_messages(result) if m.startswith(("preflight:", setting))]
     assert messages, result.stdout[-3000:]
     assert setting in messages[-1], messages[-1]
     assert "\n" not in messages[-1]
-    nothing_changed(topo)
+    nothing_changed(topo, vault, vault_before)
 
 
 # --- the converge ------------------------------------------------------------------------------
 
 
-def test_site_converges_over_ssh(topo: Topology) -> None:
+@pytest.fixture(scope="module")
+def converged(topo: Topology):
+    """The one cold site.yml run of the module: every test below looks at what it made."""
     started = time.monotonic()
     result = topo.playbook("site.yml")
     print(f"site.yml cold on {ENV}: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert set(topo.hosts) <= set(topo.changed(result)), "every host took part"
+    return result
 
 
-def test_services_ready_with_the_environments_sizes(topo: Topology) -> None:
+def test_site_converges_over_ssh(topo: Topology, converged) -> None:
+    assert set(topo.hosts) <= set(topo.changed(converged)), "every host took part"
+
+
+def test_services_ready_with_the_environments_sizes(topo: Topology, converged) -> None:
     settings = yaml.safe_load((topo.inventory / "group_vars/all/releases.yml").read_text())
     deployments = topo.kube.json("get", "deployments", "-n", NAMESPACE)["items"]
     assert len(deployments) == 9
@@ -122,7 +132,7 @@ def test_services_ready_with_the_environments_sizes(topo: Topology) -> None:
     assert {d["metadata"]["name"] for d in deployments} <= pdbs
 
 
-def test_replica_streams_from_the_primary_over_tls(topo: Topology) -> None:
+def test_replica_streams_from_the_primary_over_tls(topo: Topology, converged) -> None:
     query = "select r.application_name, r.state, s.ssl from pg_stat_replication r join pg_stat_ssl s on s.pid = r.pid"
     slot = REPLICA.replace("-", "_")
     assert topo.sql(PRIMARY, query) == f"{slot}|streaming|t"
@@ -131,7 +141,7 @@ def test_replica_streams_from_the_primary_over_tls(topo: Topology) -> None:
     assert topo.ssh(REPLICA, "systemctl is-active postgresql@15-main").stdout.strip() == "active"
 
 
-def test_wal_archived_and_a_full_backup_on_the_repository_host(topo: Topology) -> None:
+def test_wal_archived_and_a_full_backup_on_the_repository_host(topo: Topology, converged) -> None:
     archived = topo.sql(PRIMARY, "select archived_count from pg_stat_archiver")
     assert int(archived) > 0
     info = json.loads(
@@ -144,7 +154,7 @@ def test_wal_archived_and_a_full_backup_on_the_repository_host(topo: Topology) -
     assert {"full", "diff", "incr"} <= set(re.findall(r"openpolicy-backup-(\w+)\.timer", timers)), timers
 
 
-def test_every_host_is_reached_as_deploy_with_become(topo: Topology) -> None:
+def test_every_host_is_reached_as_deploy_with_become(topo: Topology, converged) -> None:
     known = topo.known_hosts.read_text()
     for host in topo.hosts:
         port = topo.ports[host]["ansible_port"]
@@ -158,7 +168,7 @@ def test_every_host_is_reached_as_deploy_with_become(topo: Topology) -> None:
         assert f"127.0.0.1:{port}" in listening or f"0100007F:{port:04X}" in listening, host
 
 
-def test_second_run_changes_nothing(topo: Topology) -> None:
+def test_second_run_changes_nothing(topo: Topology, converged) -> None:
     started = time.monotonic()
     result = topo.playbook("site.yml")
     print(f"site.yml no-op on {ENV}: {time.monotonic() - started:.1f} s")

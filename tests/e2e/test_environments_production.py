@@ -1,113 +1,178 @@
-"""site.yml with the real inventories/production on a production-shaped topology, over SSH.
+"""What is production's own, on the real inventories/production, lean.
 
-Production's rules on that run: the secrets are pre-seeded in the encrypted vault (the
-documented first run, `-e secrets_generate_missing=true`, before the test) and the run
-generates nothing; every version is pinned; without `-e confirm=production` it stops before
-any change, on fresh hosts and on a deployed environment alike.
+The staging module (test_environments.py) proves the hosts' side of the shape over SSH (replica,
+TLS, backups, become, a second run changed=0); production's inventory differs from staging's
+in sizes and addresses, not in roles. What only production has is proven here, on the
+cheapest real setup: the real inventory with the topology's overlay (tests/e2e/topology.py)
+and the session's kwok cluster, without the podman hosts (each run here stops before a host
+is contacted, or is limited to the control host and the releases):
+
+- without `-e confirm=production` site.yml stops in the preflight, before any change, on a
+  fresh environment and on a deployed one (Helm history, objects' resourceVersions, vault);
+- every version pinned: a missing pin stops it, naming the service;
+- the vault is pre-seeded: absent secrets stop the run and nothing is generated; the documented
+  first run generates them on purpose, once; the deploy after it generates nothing;
+- no placeholder Secrets: the inventory cannot ask for them, and the deployed services read the
+  Secrets the secrets capability delivers, with the pinned images and production's HPAs.
 
 The tests of this module build on each other in file order.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.topology import Topology, running
+from tests.e2e.topology import Topology, seed_vault
 from tests.e2e.unproven import not_yet_proven
 from tests.helpers import REPO, failure_messages, toolchain_env
 
-pytestmark = [pytest.mark.cluster, not_yet_proven(11, "site.yml on the production topology over SSH")]
+pytestmark = [pytest.mark.cluster, not_yet_proven(11, "production's own rules on the real inventory")]
 
 ENV = "production"
 NAMESPACE = f"openpolicy-{ENV}"
-PRIMARY, REPLICA, REPOSITORY = (f"openpolicy-{ENV}-{h}" for h in ("db1", "db2", "backup1"))
-CONFIRM = {"confirm": "production"}
-
-
-def vault_values(topo: Topology) -> dict:
-    result = subprocess.run(
-        ["ansible-vault", "view", str(topo.inventory / "group_vars/all/vault.yml")],
-        env=toolchain_env(),
-        text=True,
-        capture_output=True,
-        check=True,
-    )
-    return yaml.safe_load(result.stdout)
+CONFIRM = {"confirm": ENV}
+# The control host and the releases' hosts (added by the deploy's plan): no database host.
+RELEASES_ONLY = ("--limit", "control:openpolicy_releases")
 
 
 @pytest.fixture(scope="module")
 def topo(kube, tmp_path_factory: pytest.TempPathFactory):
-    with running(ENV, kube, tmp_path_factory.mktemp(ENV)) as topology:
-        # The documented first production run: generate the secrets on purpose, once.
-        seeded = topology.playbook("preflight.yml", extra_vars={"secrets_generate_missing": True, **CONFIRM})
-        assert seeded.returncode == 0, seeded.stdout[-4000:]
-        yield topology
+    topology = Topology(ENV, tmp_path_factory.mktemp(ENV), kube)
+    seed_vault(topology.inventory)
+    topology.prepare_cluster()
+    yield topology
+    topology.remove_releases()
+
+
+def vault(topo: Topology) -> Path:
+    return topo.inventory / "group_vars/all/vault.yml"
+
+
+def vault_values(topo: Topology) -> dict:
+    result = subprocess.run(
+        ["ansible-vault", "view", str(vault(topo))], env=toolchain_env(), text=True, capture_output=True, check=True
+    )
+    return yaml.safe_load(result.stdout)
 
 
 def snapshot(topo: Topology) -> dict:
-    """What a run must not change: Helm's release records, every object's resourceVersion, the
-    schema of the database, and whether the db hosts have a cluster at all."""
-    exists = topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode == 0
-    objects = {}
-    if exists:
+    """What a refused run must not change: Helm's release records, every object's
+    resourceVersion, the vault and the generated credentials on the control host."""
+    objects, history = {}, ""
+    if topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode == 0:
         items = topo.kube.json("get", "deploy,svc,cm,secrets,hpa,pdb,netpol", "-n", NAMESPACE)["items"]
         objects = {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
-    has_cluster = topo.ssh(PRIMARY, "test -e /etc/postgresql/15/main", check=False).returncode == 0
-    schema = ""
-    if has_cluster:
-        port = topo.ports[PRIMARY]["postgresql_port"]
-        schema = topo.ssh(PRIMARY, f"sudo -u postgres pg_dump -p {port} --schema-only openpolicy").stdout
-    return {"namespace": exists, "objects": objects, "cluster": has_cluster, "schema": schema}
+        history = topo.kube.run("get", "secrets", "-n", NAMESPACE, "-l", "owner=helm", "-o", "name", check=False).stdout
+    credentials = topo.inventory / "credentials"
+    return {
+        "objects": objects,
+        "helm": history,
+        "vault": hashlib.sha256(vault(topo).read_bytes()).hexdigest(),
+        "credentials": sorted(str(p) for p in credentials.rglob("*")) if credentials.exists() else [],
+    }
 
 
-def refused_without_confirmation(topo: Topology) -> None:
+def refused(topo: Topology, playbook: str, setting: str, *args: str, extra_vars=None, inventory=None) -> None:
+    """The run fails with one line naming the setting, and changes nothing."""
     before = snapshot(topo)
-    result = topo.playbook("site.yml")
-    assert result.returncode != 0
-    messages = failure_messages(result)
-    assert any("confirm" in m for m in messages), messages or result.stdout[-3000:]
+    result = topo.playbook(playbook, *args, extra_vars=extra_vars, inventory=inventory)
+    assert result.returncode != 0, result.stdout[-3000:]
+    messages = [m for m in failure_messages(result) if setting in m]
+    assert messages, failure_messages(result) or result.stdout[-3000:]
+    assert "\n" not in messages[-1]
     assert snapshot(topo) == before
 
 
-def test_production_without_confirmation_stops_before_any_change(topo: Topology) -> None:
-    refused_without_confirmation(topo)
+def test_without_confirmation_site_stops_before_any_change(topo: Topology) -> None:
+    # Every input is checked before a host is contacted: the hosts of this run do not exist.
+    refused(topo, "site.yml", "confirm: a production run needs -e confirm=production")
+    assert topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode != 0
 
 
-def test_site_converges_with_pins_and_nothing_generated(topo: Topology) -> None:
+def test_a_missing_pin_stops_the_run(topo: Topology, tmp_path) -> None:
+    inventory = tmp_path / ENV
+    shutil.copytree(topo.inventory, inventory)
+    services = inventory / "group_vars/all/services.yml"
+    data = yaml.safe_load(services.read_text())
+    del data["service_releases_versions"]["policy-service"]
+    services.write_text(yaml.safe_dump(data))
+    refused(topo, "site.yml", "service_releases_versions: no version for policy-service", extra_vars=CONFIRM,
+            inventory=inventory)  # fmt: skip
+
+
+def test_placeholder_secrets_are_refused(topo: Topology) -> None:
+    refused(
+        topo,
+        "site.yml",
+        "service_releases_placeholder_secrets: only the local environment",
+        extra_vars={**CONFIRM, "service_releases_placeholder_secrets": True},
+    )
+
+
+def test_absent_secrets_stop_the_run_and_nothing_is_generated(topo: Topology) -> None:
+    # The vault holds only what a provider issues (seed_vault): the rest is absent.
+    refused(topo, "preflight.yml", "secrets: required and absent from", "--limit", "control", extra_vars=CONFIRM)
+
+
+def test_the_documented_first_run_generates_the_secrets_once(topo: Topology) -> None:
     before = vault_values(topo)
-    result = topo.playbook("site.yml", extra_vars=CONFIRM)
+    first_run = {**CONFIRM, "secrets_generate_missing": True}
+    result = topo.playbook("preflight.yml", "--limit", "control", extra_vars=first_run)
+    assert result.returncode == 0, result.stdout[-4000:]
+    after = vault_values(topo)
+    assert set(after) > set(before) and all(after[k] == v for k, v in before.items())
+
+
+def test_deploy_reads_the_vault_pins_and_no_placeholders(topo: Topology) -> None:
+    before = snapshot(topo)["vault"]
+    result = topo.playbook("deploy.yml", *RELEASES_ONLY, extra_vars=CONFIRM)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert vault_values(topo) == before, "production generated a secret"
+    assert snapshot(topo)["vault"] == before, "production generated a secret"
     pins = yaml.safe_load((topo.inventory / "group_vars/all/services.yml").read_text())["service_releases_versions"]
-    for d in topo.kube.json("get", "deployments", "-n", NAMESPACE)["items"]:
-        name = d["metadata"]["name"]
-        assert d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":" + pins[name]), name
-        assert d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] >= 2, name
+    deployments = topo.kube.json("get", "deployments", "-n", NAMESPACE)["items"]
+    assert len(deployments) == len(pins)
+    secrets = topo.kube.json("get", "secrets", "-n", NAMESPACE)["items"]
+    labels = {s["metadata"]["name"]: s["metadata"].get("labels", {}) for s in secrets}
+    placeholders = [name for name, label in labels.items() if "openpolicy.dev/placeholder" in label]
+    assert not placeholders, placeholders
+    names = {s["metadata"]["name"] for s in secrets}
+    # Every Secret a Deployment reads exists: the ones the secrets capability delivered.
+    referenced = {
+        ref["secretRef"]["name"]
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for ref in c.get("envFrom", [])
+        if "secretRef" in ref
+    } | {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for d in deployments
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert referenced and referenced <= names, referenced - names
     # Autoscaling with the catalog's production bounds.
     catalog = yaml.safe_load((REPO / "catalog/services.yml").read_text())["services"]
     bounds = {s["name"]: s["autoscaling"]["production"] for s in catalog if "production" in s.get("autoscaling", {})}
     hpas = {h["metadata"]["name"]: h["spec"] for h in topo.kube.json("get", "hpa", "-n", NAMESPACE)["items"]}
     for name, wanted in bounds.items():
         assert (hpas[name]["minReplicas"], hpas[name]["maxReplicas"]) == (wanted["min"], wanted["max"]), name
-    slot = REPLICA.replace("-", "_")
-    query = "select r.application_name, r.state, s.ssl from pg_stat_replication r join pg_stat_ssl s on s.pid = r.pid"
-    assert topo.sql(PRIMARY, query) == f"{slot}|streaming|t"
-    info = json.loads(
-        topo.ssh(REPOSITORY, "sudo -u pgbackrest pgbackrest --stanza=openpolicy --output=json info").stdout
-    )[0]
-    assert any(b["type"] == "full" for b in info["backup"])
-
-
-def test_second_run_changes_nothing(topo: Topology) -> None:
-    result = topo.playbook("site.yml", extra_vars=CONFIRM)
-    assert result.returncode == 0, result.stdout[-4000:]
-    changed = {host: n for host, n in topo.changed(result).items() if n}
-    assert not changed, f"changed on a second run: {changed}\n{result.stdout[-4000:]}"
+    # Each service Ready with its pinned image, at its HPA's minimum (else the inventory's replicas).
+    replicas = yaml.safe_load((topo.inventory / "group_vars/all/releases.yml").read_text())["service_releases_replicas"]
+    for d in deployments:
+        name = d["metadata"]["name"]
+        assert d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":" + pins[name]), name
+        wanted = hpas[name]["minReplicas"] if name in hpas else replicas
+        assert d["status"].get("readyReplicas", 0) == d["spec"]["replicas"] == wanted, name
+    pdbs = {p["metadata"]["name"] for p in topo.kube.json("get", "pdb", "-n", NAMESPACE)["items"]}
+    assert {d["metadata"]["name"] for d in deployments} <= pdbs
 
 
 def test_deployed_production_without_confirmation_changes_nothing(topo: Topology) -> None:
-    refused_without_confirmation(topo)
+    refused(topo, "deploy.yml", "confirm: a production run needs -e confirm=production", *RELEASES_ONLY)

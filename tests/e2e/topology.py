@@ -32,6 +32,9 @@ PORT_BASES = {"staging": 52300, "production": 52400}
 SSH, POSTGRESQL, REDIS, PGBACKREST_TLS, SCRATCH = 0, 10, 20, 30, 40
 NODE_EXPORTER, POSTGRES_EXPORTER, REDIS_EXPORTER = 50, 60, 70
 PROMETHEUS, ALERTMANAGER, HOST_LOGS_COLLECTOR = 90, 91, 92
+# A cold site.yml on five hosts took 30 minutes on this 2-core machine under load: a run stopped
+# earlier tells nothing (its output is kept under logs/ either way).
+PLAYBOOK_TIMEOUT = 3600
 # Minimal CustomResourceDefinitions of the Prometheus operator's kinds: the environments
 # deploy a ServiceMonitor and a PrometheusRule per service (service_releases_monitoring).
 MONITORING_CRDS = ("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")
@@ -180,7 +183,13 @@ class Topology:
             cmd += ["-e", json.dumps(extra_vars)]
         try:
             result = subprocess.run(
-                cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False
+                cmd,
+                cwd=REPO,
+                env=toolchain_env(),
+                text=True,
+                capture_output=True,
+                check=False,
+                timeout=PLAYBOOK_TIMEOUT,
             )
         except subprocess.TimeoutExpired as expired:
             # Keep what the run printed, so that the failure names the task it was at.
@@ -190,6 +199,11 @@ class Topology:
             )
             result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {expired.timeout} s)", err)
         self.runs.append(result)
+        # Each run's output beside the topology, for a failure's or a slow run's whole story.
+        log = self.root / "logs" / f"{len(self.runs):02d}-{Path(path).stem}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
+        print(f"{' '.join(cmd[:6])}: exit {result.returncode}, output in {log}")
         return result
 
     def start_hosts(self) -> subprocess.CompletedProcess:
@@ -302,6 +316,8 @@ def seed_vault_file(vault: Path) -> None:
     values = {
         "vault_smtp_password": f"Stand-in-smtp-{token}-1!",
         "vault_slack_webhook_url": f"https://hooks.slack.example/services/T0STANDIN/B0STANDIN/{token}",
+        # PagerDuty's Events API v2 routing key: 32 characters.
+        "vault_pagerduty_routing_key": secrets.token_hex(16),
     }
     vault.write_text(yaml.safe_dump(values))
     encrypted = subprocess.run(

@@ -46,9 +46,16 @@ def calls(tmp_path_factory) -> tuple[dict, list[list[str]]]:
     fake = folder / "helm"
     fake.write_text(FAKE_HELM)
     fake.chmod(0o755)
-    args = folder / "args.json"
     module_args = {"namespace": "ns", "kubeconfig": str(folder / "kubeconfig"), "chart": "openpolicy-service"}
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**module_args, "binary": str(fake)}}))
+    output = run_helm_releases(folder, {**module_args, "binary": str(fake)})
+    recorded = [json.loads(line) for line in (folder / "helm.calls").read_text().splitlines()]
+    return output, recorded
+
+
+def run_helm_releases(folder, module_args: dict) -> dict:
+    """The module helm_releases run as Ansible runs it, with these arguments; its JSON result."""
+    args = folder / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
     result = subprocess.run(
         [sys.executable, "-m", "ansible_collections.openpolicy.deploy.plugins.modules.helm_releases", str(args)],
         env=toolchain_env(PYTHONPATH=str(REPO / ".collections")),
@@ -58,8 +65,7 @@ def calls(tmp_path_factory) -> tuple[dict, list[list[str]]]:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    recorded = [json.loads(line) for line in (folder / "helm.calls").read_text().splitlines()]
-    return json.loads(result.stdout), recorded
+    return json.loads(result.stdout)
 
 
 def test_reads_helm_4_json(calls):

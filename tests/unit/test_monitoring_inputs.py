@@ -144,6 +144,14 @@ CASES = {
         "host_logs", {"retention": "2w"},
         "host_logs_retention: expected a duration such as 30d, 12h or 2weeks, got 2w",
     ),
+    "log retention of nothing": (
+        "host_logs", {"retention": "0d"},
+        "host_logs_retention: expected a duration such as 30d, 12h or 2weeks, got 0d",
+    ),
+    "negative log retention": (
+        "host_logs", {"retention": "-1d"},
+        "host_logs_retention: expected a duration such as 30d, 12h or 2weeks, got -1d",
+    ),
     "log size with a B": (
         "host_logs", {"max_use": "2GB"}, "host_logs_max_use: expected a size such as 2G or 500M, got 2GB",
     ),
