@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
     try:
         started = time.monotonic()
-        result = env.play(*ha.PLAYBOOKS)
+        result = env.play(*ha.PLAYBOOKS, timeout=ha.PROVISION_TIMEOUT)
         assert result.returncode == 0, ha.output(result)
         provision = time.monotonic() - started
         values = env.vault_values()
