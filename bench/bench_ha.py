@@ -15,7 +15,10 @@ retry_timeout 5 s; the role's defaults are 30/10/10) and prints the figures besi
 rollback target (2 minutes) and CloudNativePG's documented failover behaviour. Writes
 bench/results/ha.json. Not part of `make test` (no timing is asserted).
 
-    python bench/bench_ha.py [--trials 5] [--keep]
+    python bench/bench_ha.py [--trials 5] [--keep] [--reuse FILE]
+
+--reuse FILE measures on the hosts a test_ha run left up (OPENPOLICY_E2E_HA_KEEP=FILE names the
+file it writes its environment's folder to), without provisioning them again.
 """
 
 from __future__ import annotations
@@ -110,14 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="leave the podman hosts running")
+    parser.add_argument("--reuse", type=Path, help="file naming the environment a test_ha run left up")
     args = parser.parse_args(argv)
-    ha.remove_hosts()
-    env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
+    provision = None
+    if args.reuse:
+        env = ha.HaEnv(Path(args.reuse.read_text().strip()), create=False)
+    else:
+        ha.remove_hosts()
+        env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
     try:
-        started = time.monotonic()
-        result = env.play(*ha.PLAYBOOKS, timeout=ha.PROVISION_TIMEOUT)
-        assert result.returncode == 0, ha.output(result)
-        provision = time.monotonic() - started
+        if not args.reuse:
+            started = time.monotonic()
+            result = env.play(*ha.PLAYBOOKS, timeout=ha.PROVISION_TIMEOUT)
+            assert result.returncode == 0, ha.output(result)
+            provision = round(time.monotonic() - started, 1)
         values = env.vault_values()
         env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
         failovers = [failover_trial(env, n) for n in range(args.trials)]
@@ -129,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trials": args.trials,
         "patroni_timing": ha.PATRONI_TIMING,
         "router_check": "HAProxy, inter 1s fall 2 rise 2",
-        "provision_seconds": round(provision, 1),
+        # None: measured on the hosts a test_ha run provisioned (--reuse).
+        "provision_seconds": provision,
         "failover_seconds": summary(failovers),
         "switchover_write_pause_seconds": summary(switchovers),
         "failover_vs_rollback_target": round(statistics.median(failovers) / ROLLBACK_TARGET_SECONDS, 2),

@@ -54,6 +54,10 @@ PLAYBOOKS = [
 PROVISION_TIMEOUT = 3600
 PLAY_TIMEOUT = 1500
 STANZA = "openpolicy"
+SECRET_NAMES = ("patroni_superuser_password", "patroni_restapi_password", "redis_sentinel_password")
+# Set to a file name, the module leaves its hosts up and writes its environment's folder there:
+# bench/bench_ha.py --reuse FILE measures on them instead of provisioning its own.
+KEEP = "OPENPOLICY_E2E_HA_KEEP"
 
 
 SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER, BACKUP])}
@@ -118,18 +122,23 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
 class HaEnv:
     """The module's environment: an inventory copy with its own vault password, playbook runs."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
         self.root = root
         self.inventory = root / "inventories" / "ha"
+        self.password = root / "vault-password"
+        self.vault = self.inventory / "group_vars" / "all" / "vault.yml"
+        # Numbers the runs' logs (next() of a count is safe from the side-by-side runs' threads).
+        self.runs = itertools.count(1)
+        if not create:
+            # An environment a run left up (KEEP): its inventory and secrets as that run wrote them.
+            ha_vars = yaml.safe_load((self.inventory / "group_vars" / "all" / "ha.yml").read_text())
+            self.secrets = {name: ha_vars[name] for name in SECRET_NAMES}
+            return
         shutil.copytree(
             REPO / "inventories" / "local", self.inventory, ignore=shutil.ignore_patterns("credentials", "vault.yml")
         )
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yaml(DB_HOSTS, DB_HOSTS)))
-        self.secrets = {
-            "patroni_superuser_password": secrets.token_urlsafe(24),
-            "patroni_restapi_password": secrets.token_urlsafe(24),
-            "redis_sentinel_password": secrets.token_urlsafe(24),
-        }
+        self.secrets = {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
         ha_vars = {
             "postgresql_ha": "patroni",
             "redis_ha": "sentinel",
@@ -154,13 +163,9 @@ class HaEnv:
             **self.secrets,
         }
         (self.inventory / "group_vars" / "all" / "ha.yml").write_text(yaml.safe_dump(ha_vars))
-        self.password = root / "vault-password"
         fd = os.open(self.password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
-        self.vault = self.inventory / "group_vars" / "all" / "vault.yml"
-        # Numbers the runs' logs (next() of a count is safe from the side-by-side runs' threads).
-        self.runs = itertools.count(1)
 
     def play(
         self,
@@ -371,7 +376,10 @@ def ha(ha_env: HaEnv):
     env.redis_user = "auth_service"
     env.redis_password = values["vault_redis_passwords"]["auth-service"]
     yield env
-    remove_hosts()
+    if os.environ.get(KEEP):
+        Path(os.environ[KEEP]).write_text(f"{env.root}\n")
+    else:
+        remove_hosts()
 
 
 def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, tmp_path: Path):
