@@ -442,7 +442,8 @@ def test_backups_archive_from_the_patroni_primary(ha: HaEnv):
     backups = [b for b in info["backup"] if b["type"] == "full"]
     assert backups, info
     assert info["archive"] and info["archive"][0].get("max"), info["archive"]
-    assert manifest(backups[-1]["label"]).get("schemas"), "the first backup has no row-count manifest"
+    # No service has made a table yet: the manifest is there, with nothing to count.
+    assert "recorded_at" in manifest(backups[-1]["label"]), "the first backup has no row-count manifest"
 
 
 def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
