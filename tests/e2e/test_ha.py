@@ -58,6 +58,7 @@ SECRET_NAMES = ("patroni_superuser_password", "patroni_restapi_password", "redis
 # Set to a file name, the module leaves its hosts up and writes its environment's folder there:
 # bench/bench_ha.py --reuse FILE measures on them instead of provisioning its own.
 KEEP = "OPENPOLICY_E2E_HA_KEEP"
+REUSE = "OPENPOLICY_E2E_HA_REUSE"
 
 
 SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER, BACKUP])}
@@ -365,12 +366,17 @@ def ha_env(tmp_path_factory: pytest.TempPathFactory) -> HaEnv:
 
 @pytest.fixture(scope="module")
 def ha(ha_env: HaEnv):
-    remove_hosts()
-    env = ha_env
-    started = time.monotonic()
-    result = env.play(*PLAYBOOKS, timeout=PROVISION_TIMEOUT)
-    assert result.returncode == 0, output(result)
-    env.provision_seconds = time.monotonic() - started
+    if os.environ.get(REUSE):
+        # The hosts a KEEP run left up, for a case run again alone (-k) while it is being fixed.
+        env = HaEnv(Path(Path(os.environ[REUSE]).read_text().strip()), create=False)
+        env.provision_seconds = 0.0
+    else:
+        remove_hosts()
+        env = ha_env
+        started = time.monotonic()
+        result = env.play(*PLAYBOOKS, timeout=PROVISION_TIMEOUT)
+        assert result.returncode == 0, output(result)
+        env.provision_seconds = time.monotonic() - started
     values = env.vault_values()
     env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
     env.redis_user = "auth_service"
@@ -378,7 +384,7 @@ def ha(ha_env: HaEnv):
     yield env
     if os.environ.get(KEEP):
         Path(os.environ[KEEP]).write_text(f"{env.root}\n")
-    else:
+    elif not os.environ.get(REUSE):
         remove_hosts()
 
 
@@ -486,12 +492,23 @@ def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):
     """The new primary archives (a full backup waits for its WAL), the files come from a standby,
     the row-count manifest reads through the router's read-only address (the failover's table
     too: the owner role made it in public), and the restore drill restores that backup on the
-    scratch host and checks its row counts. One run: backup.yml, then restore_drill.yml."""
-    run = ha.play("playbooks/backup.yml", "playbooks/restore_drill.yml", type="full", backup_reason="after-failover")
+    scratch host, to the moment of the manifest, and checks its row counts."""
+    backup = ha.play("playbooks/backup.yml", type="full", backup_reason="after-failover")
     latest = stanza()["backup"][-1]
     counted = manifest(latest["label"])
-    assert run.returncode == 0, f"manifest of {latest['label']}: {counted}\n{output(run)}"
+    assert backup.returncode == 0, output(backup)
     assert counted.get("schemas", {}).get("public", 0) >= 20, counted
+    # Recovery to the manifest's moment stops at the first commit after it: a live database
+    # makes one; here the test writes it and waits until its WAL is archived (archive_timeout).
+    wrote = Database(ha.owner_password).sql(
+        "insert into ha_failover (id) values (1000000) returning pg_walfile_name(pg_current_wal_lsn())"
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    segment = wrote.stdout.split()[0]
+    archived = wait_for(lambda: stanza()["archive"][-1].get("max", "") >= segment, 180, 5)
+    assert archived, (segment, stanza()["archive"])
+    drill = ha.play("playbooks/restore_drill.yml")
+    assert drill.returncode == 0, f"manifest of {latest['label']}: {counted}\n{output(drill)}"
 
 
 def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
