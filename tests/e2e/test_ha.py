@@ -55,8 +55,9 @@ PROVISION_TIMEOUT = 3600
 PLAY_TIMEOUT = 1500
 STANZA = "openpolicy"
 SECRET_NAMES = ("patroni_superuser_password", "patroni_restapi_password", "redis_sentinel_password")
-# Set to a file name, the module leaves its hosts up and writes its environment's folder there:
-# bench/bench_ha.py --reuse FILE measures on them instead of provisioning its own.
+# Set to a file name, the module keeps its environment's folder in FILE.d, leaves its hosts up and
+# writes that folder's name into FILE: bench/bench_ha.py --reuse FILE measures on them instead of
+# provisioning its own, and OPENPOLICY_E2E_HA_REUSE=FILE runs a case again on them (-k).
 KEEP = "OPENPOLICY_E2E_HA_KEEP"
 REUSE = "OPENPOLICY_E2E_HA_REUSE"
 
@@ -361,6 +362,12 @@ def remove_hosts() -> None:
 
 @pytest.fixture(scope="module")
 def ha_env(tmp_path_factory: pytest.TempPathFactory) -> HaEnv:
+    if os.environ.get(KEEP):
+        # Beside the KEEP file, not under pytest's folders (a later session removes those).
+        root = Path(os.environ[KEEP] + ".d")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(mode=0o700, parents=True)
+        return HaEnv(root)
     return HaEnv(tmp_path_factory.mktemp("ha-env"))
 
 
