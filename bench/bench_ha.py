@@ -15,7 +15,10 @@ retry_timeout 5 s; the role's defaults are 30/10/10) and prints the figures besi
 rollback target (2 minutes) and CloudNativePG's documented failover behaviour. Writes
 bench/results/ha.json. Not part of `make test` (no timing is asserted).
 
-    python bench/bench_ha.py [--trials 5] [--keep]
+    python bench/bench_ha.py [--trials 5] [--keep] [--reuse FILE]
+
+--reuse FILE measures on the hosts a test_ha run left up (OPENPOLICY_E2E_HA_KEEP=FILE names the
+file it writes its environment's folder to), without provisioning them again.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.results_file import write_results  # noqa: E402
 from tests.e2e import test_ha as ha  # noqa: E402  (the e2e test's environment and helpers)
 
 ROLLBACK_TARGET_SECONDS = 120
@@ -60,7 +64,7 @@ def member_number(name: str) -> int:
 
 def wait_replica(n: int) -> None:
     def running_replica() -> bool:
-        status, body = ha.rest(n, "/")
+        status, body = ha.rest(n, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
     assert ha.wait_for(running_replica, 300, 2), f"db{n} did not come back as a replica"
@@ -109,14 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="leave the podman hosts running")
+    parser.add_argument("--reuse", type=Path, help="file naming the environment a test_ha run left up")
     args = parser.parse_args(argv)
-    ha.remove_hosts()
-    env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
+    provision = None
+    if args.reuse:
+        env = ha.HaEnv(Path(args.reuse.read_text().strip()), create=False)
+    else:
+        ha.remove_hosts()
+        env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
     try:
-        started = time.monotonic()
-        result = env.play(*ha.PLAYBOOKS)
-        assert result.returncode == 0, ha.output(result)
-        provision = time.monotonic() - started
+        if not args.reuse:
+            started = time.monotonic()
+            result = env.play(*ha.PLAYBOOKS, timeout=ha.PROVISION_TIMEOUT)
+            assert result.returncode == 0, ha.output(result)
+            provision = round(time.monotonic() - started, 1)
         values = env.vault_values()
         env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
         failovers = [failover_trial(env, n) for n in range(args.trials)]
@@ -128,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trials": args.trials,
         "patroni_timing": ha.PATRONI_TIMING,
         "router_check": "HAProxy, inter 1s fall 2 rise 2",
-        "provision_seconds": round(provision, 1),
+        # None: measured on the hosts a test_ha run provisioned (--reuse).
+        "provision_seconds": provision,
         "failover_seconds": summary(failovers),
         "switchover_write_pause_seconds": summary(switchovers),
         "failover_vs_rollback_target": round(statistics.median(failovers) / ROLLBACK_TARGET_SECONDS, 2),
@@ -144,9 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "CloudNativePG (documented, not measured here): failoverDelay 0 s by default, after the readiness probe fails;"
     )
     print("  switchoverDelay 3600 s by default bounds a primary's shutdown in a switchover")
-    out = REPO / "bench" / "results" / "ha.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results("ha", results)
     return 0
 
 

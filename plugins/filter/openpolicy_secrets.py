@@ -12,6 +12,8 @@ The vault holds these `vault_*` keys (docs/secrets.md):
   ``vault_jwt_previous_public_key`` (still accepted during a rotation's overlap window, else "")
 - ``vault_pgbackrest_repo_cipher_pass``
 - ``vault_monitoring_passwords``: {postgres_exporter, redis_exporter, grafana_admin}
+- ``vault_ha_passwords``: {name: password} for the HA databases where the environment has them
+  (patroni_superuser, patroni_restapi, redis_sentinel: secrets_ha_passwords)
 - ``vault_smtp_password``, ``vault_slack_webhook_url``: issued by providers, never generated
   outside the local environment
 """
@@ -46,7 +48,8 @@ def required_secrets(catalog: dict, settings: dict) -> list[dict]:
 
     kind: password (generated, checked for strength), passphrase (generated, longer),
     ec_key (the JWT key pair), external (issued elsewhere; generated only as a local placeholder).
-    ``settings``: postgresql_roles (list), redis_admin_user (unused in the key, kept for docs).
+    ``settings``: postgresql_roles (list), ha_passwords (list: the HA databases' own passwords),
+    redis_admin_user (unused in the key, kept for docs).
     """
     out: list[dict] = []
     for service in catalog["services"]:
@@ -57,6 +60,8 @@ def required_secrets(catalog: dict, settings: dict) -> list[dict]:
             out.append({"key": f"vault_redis_passwords.{service['name']}", "kind": "password"})
     for role in settings.get("postgresql_roles") or []:
         out.append({"key": f"vault_postgresql_passwords.{role}", "kind": "password"})
+    for name in settings.get("ha_passwords") or []:
+        out.append({"key": f"vault_ha_passwords.{name}", "kind": "password"})
     out.append({"key": "vault_redis_admin_password", "kind": "password"})
     wanted = {name for service in catalog["services"] for name in service.get("secrets") or []}
     if "jwt_signing_key" in wanted:

@@ -1,16 +1,22 @@
 """Databases that survive losing a host, end to end: three podman db hosts of the module's own
 (etcd, Patroni + PostgreSQL 15, Redis + Sentinel on each) and a router host (HAProxy: one address
 for PostgreSQL's primary, one for Redis' master), built by provision_hosts.yml,
-provision_databases.yml and provision_ha.yml from a copy of inventories/local with
-`postgresql_ha: patroni` and `redis_ha: sentinel`.
+provision_databases.yml, provision_ha.yml and provision_backups.yml (site.yml's order, in one
+ansible-playbook run) from a copy of inventories/local with `postgresql_ha: patroni` and
+`redis_ha: sentinel`, plus a backup host that is also the restore drills' scratch host.
 
 Every service listens on 127.0.0.1 with a port of its own in 61400-61499 (the containers share
 the host's network), clear of `make up` (5432/6379) and of Molecule's ranges. No cluster is
-needed. The tests of this module build on each other in file order.
+needed. Lean for `make test`: the environment is provisioned once and shared by every case;
+after that only the narrow playbooks a case is about run (provision_ha.yml + provision_backups.yml
+for the rerun, backup.yml then restore_drill.yml, switchover.yml), and the bad-topology
+runs (preflight only, the control host) run side by side. The tests of this module build on
+each other in file order.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -18,29 +24,45 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.unproven import not_yet_proven
 from tests.helpers import REPO, failure_messages, recap, toolchain_env
 
 pytestmark = pytest.mark.podman
-# The cluster cases that have not yet passed here run with OPENPOLICY_E2E_UNPROVEN=1.
-failover_flow = not_yet_proven(15, "PostgreSQL failover, switchover and Redis Sentinel failover")
 
 DB_HOSTS = [f"openpolicy-e2e-ha-db{n}" for n in (1, 2, 3)]
 ROUTER = "openpolicy-e2e-ha-router1"
+BACKUP = "openpolicy-e2e-ha-backup1"
 ROUTER_PG_PORT = 61450
 ROUTER_PG_REPLICA_PORT = 61451
 ROUTER_REDIS_PORT = 61452
 # Patroni's timing in this inventory (defaults are 30/10/10): failover after about ttl.
 PATRONI_TIMING = {"patroni_ttl": 15, "patroni_loop_wait": 3, "patroni_retry_timeout": 5}
-PLAYBOOKS = ["playbooks/provision_hosts.yml", "playbooks/provision_databases.yml", "playbooks/provision_ha.yml"]
+# site.yml's order: the backups come after the HA stage (Patroni runs PostgreSQL by then).
+BACKUPS = "playbooks/provision_backups.yml"
+PLAYBOOKS = [
+    "playbooks/provision_hosts.yml",
+    "playbooks/provision_databases.yml",
+    "playbooks/provision_ha.yml",
+    BACKUPS,
+]
+# Five podman hosts provisioned from scratch in one run: half an hour and more under a heavy load.
+PROVISION_TIMEOUT = 3600
+PLAY_TIMEOUT = 1500
+STANZA = "openpolicy"
+SECRET_NAMES = ("patroni_superuser_password", "patroni_restapi_password", "redis_sentinel_password")
+# Set to a file name, the module keeps its environment's folder in FILE.d, leaves its hosts up and
+# writes that folder's name into FILE: bench/bench_ha.py --reuse FILE measures on them instead of
+# provisioning its own, and OPENPOLICY_E2E_HA_REUSE=FILE runs a case again on them (-k).
+KEEP = "OPENPOLICY_E2E_HA_KEEP"
+REUSE = "OPENPOLICY_E2E_HA_REUSE"
 
 
-SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER])}
+SSH_PORTS = {host: 61401 + i for i, host in enumerate([*DB_HOSTS, ROUTER, BACKUP])}
 
 
 def ports(n: int) -> dict[str, int]:
@@ -52,6 +74,9 @@ def ports(n: int) -> dict[str, int]:
         "etcd_cluster_peer_port": 61440 + n,
         "redis_port": 61460 + n,
         "redis_sentinel_port": 61470 + n,
+        "pgbackrest_tls_server_port": 61480 + n,
+        # roles/pgbackrest reads the db hosts' ports through this name (default: postgresql_port).
+        "pgbackrest_pg_port": 61410 + n,
     }
 
 
@@ -83,7 +108,14 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
                 "db": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in db_hosts}},
                 "etcd": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in etcd_hosts}},
                 "db_router": {"hosts": {ROUTER: host_entry(ROUTER, "systemd")}},
-                "backup": {"hosts": {}},
+                # The repository host, and the scratch host of the restore drill.
+                "backup": {
+                    "hosts": {
+                        BACKUP: host_entry(
+                            BACKUP, "systemd", pgbackrest_tls_server_port=61484, pgbackrest_scratch_port=61490
+                        )
+                    }
+                },
             }
         }
     }
@@ -92,18 +124,23 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
 class HaEnv:
     """The module's environment: an inventory copy with its own vault password, playbook runs."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
         self.root = root
         self.inventory = root / "inventories" / "ha"
+        self.password = root / "vault-password"
+        self.vault = self.inventory / "group_vars" / "all" / "vault.yml"
+        # Numbers the runs' logs (next() of a count is safe from the side-by-side runs' threads).
+        self.runs = itertools.count(1)
+        if not create:
+            # An environment a run left up (KEEP): its inventory and secrets as that run wrote them.
+            ha_vars = yaml.safe_load((self.inventory / "group_vars" / "all" / "ha.yml").read_text())
+            self.secrets = {name: ha_vars[name] for name in SECRET_NAMES}
+            return
         shutil.copytree(
             REPO / "inventories" / "local", self.inventory, ignore=shutil.ignore_patterns("credentials", "vault.yml")
         )
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yaml(DB_HOSTS, DB_HOSTS)))
-        self.secrets = {
-            "patroni_superuser_password": secrets.token_urlsafe(24),
-            "patroni_restapi_password": secrets.token_urlsafe(24),
-            "redis_sentinel_password": secrets.token_urlsafe(24),
-        }
+        self.secrets = {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
         ha_vars = {
             "postgresql_ha": "patroni",
             "redis_ha": "sentinel",
@@ -120,31 +157,52 @@ class HaEnv:
             "postgresql_router_maxconn": 150,
             # A commit waits for one replica: a failover loses no acknowledged write.
             "patroni_synchronous_mode": True,
-            # No backup host in this environment: pgBackRest is not set up (Patroni's replica
-            # methods fall back from pgbackrest to basebackup).
-            "pgbackrest_db_group": "no_backups",
+            # Backups are copied from a standby; the row-count manifest reads through the router.
+            "pgbackrest_backup_standby": True,
+            "pgbackrest_manifest_address": "127.0.0.1",
+            "pgbackrest_manifest_port": ROUTER_PG_REPLICA_PORT,
             **PATRONI_TIMING,
             **self.secrets,
         }
         (self.inventory / "group_vars" / "all" / "ha.yml").write_text(yaml.safe_dump(ha_vars))
-        self.password = root / "vault-password"
         fd = os.open(self.password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
-        self.vault = self.inventory / "group_vars" / "all" / "vault.yml"
 
-    def play(self, *playbooks: str, inventory: Path | None = None, args: tuple[str, ...] = (), **extra):
+    def play(
+        self,
+        *playbooks: str,
+        inventory: Path | None = None,
+        args: tuple[str, ...] = (),
+        timeout: int = PLAY_TIMEOUT,
+        **extra,
+    ) -> subprocess.CompletedProcess:
         env = toolchain_env()
         env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
         extra_vars = {
             "secrets_vault_file": str(self.vault),
-            "podman_hosts_groups": ["db", "etcd", "db_router"],
+            "podman_hosts_groups": ["db", "etcd", "db_router", "backup"],
             "podman_hosts_environment": "e2e-ha",
             **extra,
         }
         cmd = ["ansible-playbook", "-i", str(inventory or self.inventory), *playbooks, *args]
         cmd += ["--vault-password-file", str(self.password), "-e", json.dumps(extra_vars)]
-        return subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=1500, check=False)
+        try:
+            result = subprocess.run(
+                cmd, cwd=REPO, env=env, text=True, capture_output=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as expired:
+            # Keep what the run printed, so that the failure names the task it was at.
+            out, err = (
+                o.decode(errors="replace") if isinstance(o, bytes) else o or ""
+                for o in (expired.stdout, expired.stderr)
+            )
+            result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {timeout} s)", err)
+        # Each run's whole output beside the inventory, for a failure's or a slow run's story.
+        log = self.root / "logs" / f"{next(self.runs):02d}-{'+'.join(Path(p).stem for p in playbooks)}.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
+        return result
 
     def vault_values(self) -> dict:
         env = toolchain_env()
@@ -159,6 +217,20 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 def podman(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], env=toolchain_env(), text=True, capture_output=True, check=check)
+
+
+def stanza() -> dict:
+    """pgBackRest's view of the stanza, read on the repository host as its job user."""
+    command = ["runuser", "-u", "pgbackrest", "--", "pgbackrest", f"--stanza={STANZA}", "--output=json", "info"]
+    info = podman("exec", BACKUP, *command, check=True)
+    return json.loads(info.stdout)[0]
+
+
+def manifest(label: str) -> dict:
+    """The row-count manifest the backup job recorded for a backup ({} when it has none)."""
+    path = f"/var/lib/openpolicy/backup/manifests/{STANZA}/{label}.json"
+    read = podman("exec", BACKUP, "cat", path)
+    return json.loads(read.stdout) if read.returncode == 0 else {}
 
 
 def rest(n: int, path: str = "/") -> tuple[int, dict]:
@@ -285,28 +357,42 @@ def wait_for(condition, timeout: float, interval: float = 0.5):
 
 
 def remove_hosts() -> None:
-    podman("rm", "--force", "--time", "5", *DB_HOSTS, ROUTER)
+    podman("rm", "--force", "--time", "5", *DB_HOSTS, ROUTER, BACKUP)
 
 
 @pytest.fixture(scope="module")
 def ha_env(tmp_path_factory: pytest.TempPathFactory) -> HaEnv:
+    if os.environ.get(KEEP):
+        # Beside the KEEP file, not under pytest's folders (a later session removes those).
+        root = Path(os.environ[KEEP] + ".d")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(mode=0o700, parents=True)
+        return HaEnv(root)
     return HaEnv(tmp_path_factory.mktemp("ha-env"))
 
 
 @pytest.fixture(scope="module")
 def ha(ha_env: HaEnv):
-    remove_hosts()
-    env = ha_env
-    started = time.monotonic()
-    result = env.play(*PLAYBOOKS)
-    assert result.returncode == 0, output(result)
-    env.provision_seconds = time.monotonic() - started
+    if os.environ.get(REUSE):
+        # The hosts a KEEP run left up, for a case run again alone (-k) while it is being fixed.
+        env = HaEnv(Path(Path(os.environ[REUSE]).read_text().strip()), create=False)
+        env.provision_seconds = 0.0
+    else:
+        remove_hosts()
+        env = ha_env
+        started = time.monotonic()
+        result = env.play(*PLAYBOOKS, timeout=PROVISION_TIMEOUT)
+        assert result.returncode == 0, output(result)
+        env.provision_seconds = time.monotonic() - started
     values = env.vault_values()
     env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
     env.redis_user = "auth_service"
     env.redis_password = values["vault_redis_passwords"]["auth-service"]
     yield env
-    remove_hosts()
+    if os.environ.get(KEEP):
+        Path(os.environ[KEEP]).write_text(f"{env.root}\n")
+    elif not os.environ.get(REUSE):
+        remove_hosts()
 
 
 def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, tmp_path: Path):
@@ -324,12 +410,20 @@ def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, t
             "patroni_synchronous_mode: a synchronous mode with patroni_synchronous_node_count 2 needs",
         ),
     }
-    for name, (hosts, extra, expected) in cases.items():
+
+    def run(name: str) -> subprocess.CompletedProcess:
+        hosts, extra, _ = cases[name]
         inventory = tmp_path / name
         inventory.mkdir()
         (inventory / "group_vars").symlink_to(ha.inventory / "group_vars")
         (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
-        result = ha.play("playbooks/provision_ha.yml", inventory=inventory, **extra)
+        return ha.play("playbooks/provision_ha.yml", inventory=inventory, **extra)
+
+    # Each run stops in the preflight on the control host: side by side, they cost one run's time.
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = dict(zip(cases, pool.map(run, cases), strict=True))
+    for name, (_, _, expected) in cases.items():
+        result = results[name]
         assert result.returncode != 0, name
         messages = failure_messages(result)
         assert any(expected in m and "\n" not in m for m in messages), (name, messages, output(result))
@@ -337,7 +431,6 @@ def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, t
         assert set(counts) == {"localhost"}, f"{name}: only the control host may run, got {counts}"
 
 
-@failover_flow
 def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
     print(f"provisioned in {ha.provision_seconds:.0f} s")
     # Synchronous mode: one replica confirms every commit, the other streams.
@@ -352,7 +445,20 @@ def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
     assert redis_master(ha.secrets["redis_sentinel_password"]) == 1
 
 
-@failover_flow
+def test_backups_archive_from_the_patroni_primary(ha: HaEnv):
+    """provision_backups.yml after the HA stage (in the provisioning run): the stanza was created
+    through whichever db host is primary and its WAL reached the repository (the role's
+    `pgbackrest check`), and a first full backup with its row-count manifest was taken, before
+    the primary is lost."""
+    info = stanza()
+    assert info["status"]["code"] == 0, info["status"]
+    backups = [b for b in info["backup"] if b["type"] == "full"]
+    assert backups, info
+    assert info["archive"] and info["archive"][0].get("max"), info["archive"]
+    # No service has made a table yet: the manifest is there, with nothing to count.
+    assert "recorded_at" in manifest(backups[-1]["label"]), "the first backup has no row-count manifest"
+
+
 def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
     db = Database(ha.owner_password)
     with Writer(db, "ha_failover") as writer:
@@ -374,23 +480,44 @@ def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
     assert redis(ha.redis_user, ha.redis_password, "GET", "auth_service:before") == "1"
 
 
-@failover_flow
 def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv):
     podman("start", DB_HOSTS[0], check=True)
 
     def replica_again() -> bool:
-        status, body = rest(1, "/")
+        status, body = rest(1, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
-    assert wait_for(replica_again, 180, 2), rest(1, "/")
+    assert wait_for(replica_again, 180, 2), rest(1, "/patroni")
     assert wait_for(lambda: redis_master(ha.secrets["redis_sentinel_password"]) in (2, 3), 10)
-    result = ha.play("playbooks/provision_ha.yml")
+    result = ha.play("playbooks/provision_ha.yml", BACKUPS)
     assert result.returncode == 0, output(result)
     changed = {host: counts["changed"] for host, counts in recap(result).items() if counts["changed"]}
     assert changed == {}, f"a rerun changed something: {changed}\n{output(result)}"
 
 
-@failover_flow
+def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):
+    """The new primary archives (a full backup waits for its WAL), the files come from a standby,
+    the row-count manifest reads through the router's read-only address (the failover's table
+    too: the owner role made it in public), and the restore drill restores that backup on the
+    scratch host, to the moment of the manifest, and checks its row counts."""
+    backup = ha.play("playbooks/backup.yml", type="full", backup_reason="after-failover")
+    latest = stanza()["backup"][-1]
+    counted = manifest(latest["label"])
+    assert backup.returncode == 0, output(backup)
+    assert counted.get("schemas", {}).get("public", 0) >= 20, counted
+    # Recovery to the manifest's moment stops at the first commit after it: a live database
+    # makes one; here the test writes it and waits until its WAL is archived (archive_timeout).
+    wrote = Database(ha.owner_password).sql(
+        "insert into ha_failover (id) values (1000000) returning pg_walfile_name(pg_current_wal_lsn())"
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    segment = wrote.stdout.split()[0]
+    archived = wait_for(lambda: stanza()["archive"][-1].get("max", "") >= segment, 180, 5)
+    assert archived, (segment, stanza()["archive"])
+    drill = ha.play("playbooks/restore_drill.yml")
+    assert drill.returncode == 0, f"manifest of {latest['label']}: {counted}\n{output(drill)}"
+
+
 def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
     before = leader()
     candidate = wait_for(lambda: named("sync_standby"), 30)
@@ -411,7 +538,6 @@ def test_planned_switchover_loses_no_acknowledged_write(ha: HaEnv):
           f"longest write gap {writer.longest_gap:.1f} s")  # fmt: skip
 
 
-@failover_flow
 def test_switchover_refuses_a_candidate_that_is_not_a_healthy_replica(ha: HaEnv):
     current = leader()
     result = ha.play("playbooks/switchover.yml", candidate=current)

@@ -44,6 +44,19 @@ def test_required_secrets_cover_every_service_and_the_platform():
     assert {"vault_jwt_signing_key", "vault_pgbackrest_repo_cipher_pass", "vault_redis_admin_password"} <= keys
     assert {"vault_smtp_password", "vault_slack_webhook_url"} <= keys
     assert "vault_postgresql_passwords.replicator" in keys
+    assert not any(key.startswith("vault_ha_passwords") for key in keys)
+
+
+def test_ha_passwords_are_required_where_the_environment_lists_them():
+    required = secrets.required_secrets(CATALOG, {**ROLES, "ha_passwords": ["patroni_superuser", "redis_sentinel"]})
+    ha = [s for s in required if s["key"].startswith("vault_ha_passwords.")]
+    assert ha == [
+        {"key": "vault_ha_passwords.patroni_superuser", "kind": "password"},
+        {"key": "vault_ha_passwords.redis_sentinel", "kind": "password"},
+    ]
+    generated = secrets.generate_secrets(ha)
+    assert set(generated["vault_ha_passwords"]) == {"patroni_superuser", "redis_sentinel"}
+    assert secrets.missing_secrets(generated, ha) == []
 
 
 def test_missing_then_generated_leaves_nothing_missing():
