@@ -136,7 +136,9 @@ def main() -> None:
                 "rollback_over_plain_restore": round(rollback / restore_s, 2),
             },
             notes="kwok cluster (no Job containers: the test plays the migration); db and backup hosts are "
-            "podman containers on the same 2-core machine, so backup and restore share its disk and CPU",
+            "podman containers on the same 2-core machine, so backup and restore share its disk and CPU; the "
+            "restore is pgBackRest's --delta in place (only files changed since the restore point are copied); "
+            "most of the rollback is roles/pgbackrest scaling the eight database services down and up one by one",
         )
     finally:
         if args.keep:
