@@ -1,18 +1,18 @@
-"""drift.yml and promote.yml on the session's cluster.
+"""drift.yml, deploy.yml --check --diff and promote.yml on the session's cluster, against one
+environment deployed once.
 
-Drift: the local environment deployed in a namespace, then changed outside the toolkit the way
-operators do (a Deployment scaled by hand, a release upgraded with plain helm, a Secret
-edited): the check names each and fails; after deploy.yml it passes.
-
-Promotion: "staging" is a namespace deployed with inventories/staging itself, overlaid only
-where the local cluster differs from staging's (provider existing with the session cluster's
-kubeconfig, a namespace of its own, no monitoring CRDs here); the production pins are written
-to a copy of inventories/production's services.yml. The tests of each module build on each
-other in file order.
+"staging" is a namespace deployed with inventories/staging itself, overlaid only where the
+local cluster differs from staging's (provider existing with the session cluster's kubeconfig,
+a namespace of its own, no monitoring CRDs here). Drift: it is changed outside the toolkit the
+way operators do (a Deployment scaled by hand, a release upgraded with plain helm, a Secret
+edited): the check names each and fails; after deploy.yml it passes. The plan of a changed
+version and a changed value changes nothing. Promotion writes the production pins to a copy of
+inventories/production's services.yml. The tests build on each other in file order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.deploy_env import SERVICES, DeployEnv, failure_messages, output, shown
+from tests.e2e.deploy_env import KINDS, SERVICES, DeployEnv, failure_messages, output, shown
 from tests.e2e.topology import seed_vault_file
 from tests.helpers import REPO, Kube
 
@@ -30,90 +30,7 @@ CHART = str(REPO / "charts" / "openpolicy-service")
 PINS = REPO / "inventories" / "production" / "group_vars" / "all" / "services.yml"
 # What staging proves before production: two services ahead of production's 1.4.2.
 STAGING_VERSIONS = {**dict.fromkeys(SERVICES, "1.4.2"), "auth-service": "1.5.0", "policy-service": "1.4.3"}
-
-
-def deployed(env: DeployEnv):
-    """A module's environment: deployed first, removed at the end."""
-    result = env.deploy()
-    assert result.returncode == 0, output(result)
-    yield env
-    env.remove()
-
-
-@pytest.fixture(scope="module")
-def local(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory):
-    yield from deployed(DeployEnv(kube, cluster_vars, "openpolicy-e2e-drift", tmp_path_factory.mktemp("drift")))
-
-
-def drift(env: DeployEnv, report: Path, **extra):
-    result = env.playbook("drift.yml", release_drift_report_file=str(report), **extra)
-    return result, json.loads(report.read_text()) if report.exists() else None
-
-
-def test_drift_names_every_change_made_outside_the_toolkit(local: DeployEnv, tmp_path: Path):
-    ns = local.namespace
-    local.kube.run("scale", "deployment", "health-service", "--replicas=3", "-n", ns)
-    upgrade = local.helm("upgrade", "auth-service", CHART, "-n", ns, "--reuse-values", "--set", "image.tag=1.5.0")
-    assert upgrade.returncode == 0, upgrade.stderr
-    local.kube.run("patch", "secret", "config-service-secrets", "-n", ns, "-p", '{"stringData": {"edited": "by hand"}}')
-
-    result, report = drift(local, tmp_path / "drift.json")
-    assert result.returncode != 0
-    message = failure_messages(result)[-1]
-    assert message.startswith(f"drift in {ns}: "), output(result)
-    # A plain `helm upgrade` leaves the live objects equal to that release's own manifest: the
-    # change shows as the release's values against the inventory, not as an object difference.
-    for expected in (
-        "Deployment/health-service: 3 replicas, release health-service sets 1",
-        "release auth-service: values differ from the inventory: image.tag 1.5.0 (inventory 1.4.2)",
-        "Secret/config-service-secrets: edited outside the toolkit",
-    ):
-        assert expected in message, message
-    names = {d["name"] for d in report["differences"]}
-    assert {"Deployment/health-service", "auth-service", "Secret/config-service-secrets"} <= names
-    assert report["environment"] == "local" and report["namespace"] == ns
-
-
-def test_after_a_deploy_nothing_differs(local: DeployEnv, tmp_path: Path):
-    result = local.deploy()
-    assert result.returncode == 0, output(result)
-    # The upgraded release and the edited Secret come back, and the Deployment scaled by hand in
-    # an unchanged release counts as a change of its release (roles/service_releases, plan).
-    result, report = drift(local, tmp_path / "drift.json")
-    assert result.returncode == 0, output(result)
-    assert report["differences"] == [] and len(report["live"]) == len(SERVICES)
-    assert f"no drift in {local.namespace}: {len(SERVICES)} releases equal the inventory" in result.stdout
-
-
-def test_check_diff_plans_a_version_and_a_value_and_changes_nothing(local: DeployEnv):
-    before = local.snapshot()
-    result = local.deploy(
-        "--check", "--diff",
-        service_releases_versions={"auth-service": "1.5.0"},
-        service_releases_service_settings={"policy-service": {"replicas": 2}},
-    )  # fmt: skip
-    assert result.returncode == 0, output(result)
-    plan = plan_lines(result)
-    # The version label is on every object of the release: all of them change with the version.
-    auth = plan["auth-service"]
-    assert auth.startswith("auth-service: upgrade 1.4.2 -> 1.5.0; values image.tag: 1.4.2 -> 1.5.0; objects "), plan
-    assert "~Deployment/auth-service" in auth and auth.endswith("; migration hook runs"), auth
-    policy = plan["policy-service"]
-    assert policy.startswith("policy-service: upgrade 1.4.2; values replicaCount: 1 -> 2; objects "), plan
-    assert "~Deployment/policy-service" in policy, policy
-    assert plan["config-service"] == "config-service: no change (1.4.2)"
-    assert plan[f"plan for {local.namespace}"] == (
-        f"plan for {local.namespace}: 2 of {len(SERVICES)} releases change, nothing was changed (--check)"
-    )
-    # --diff: the changed values, serving and after.
-    assert "-image.tag: 1.4.2" in result.stdout and "+image.tag: 1.5.0" in result.stdout, output(result)
-    assert local.snapshot() == before
-
-
-def plan_lines(result) -> dict[str, str]:
-    """The lines deploy.yml --check printed, by release (and the closing line by its head)."""
-    text = shown(result).split("Show what the deploy would change]", 1)[1].split("TASK [", 1)[0]
-    return {item.split(":", 1)[0]: item.strip() for item in text.split(" - ")[1:]}
+STAGING_RELEASES = REPO / "inventories" / "staging" / "group_vars" / "all" / "releases.yml"
 
 
 class StagingEnv(DeployEnv):
@@ -125,8 +42,9 @@ class StagingEnv(DeployEnv):
             "k8s_cluster_context": f"kwok-{self.cluster_vars['k8s_cluster_name']}",
             "service_releases_monitoring": False,
             "service_releases_versions": STAGING_VERSIONS,
-            # Staging's db, backup and monitoring hosts are not here, and promotion reads only the
-            # cluster: the preflight's login to every managed host is skipped as if it had passed.
+            # Staging's db, backup and monitoring hosts are not here, and neither drift nor
+            # promotion reads them: the preflight's login to every managed host is skipped as if
+            # it had passed.
             "preflight_hosts_reached": True,
         }
         return super().playbook(name, *args, inventory=inventory, **{**overlay, **extra})
@@ -137,7 +55,107 @@ def staging(kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFac
     env = StagingEnv(kube, cluster_vars, "openpolicy-e2e-staging", tmp_path_factory.mktemp("staging"))
     # Staging generates no provider-issued secret (SMTP, Slack): the operator adds them first.
     seed_vault_file(env.credentials / "vault.yml")
-    yield from deployed(env)
+    result = env.deploy()
+    assert result.returncode == 0, output(result)
+    yield env
+    env.remove()
+
+
+def drift(env: DeployEnv, report: Path, **extra):
+    result = env.playbook("drift.yml", release_drift_report_file=str(report), **extra)
+    return result, json.loads(report.read_text()) if report.exists() else None
+
+
+def test_drift_names_every_change_made_outside_the_toolkit(staging: DeployEnv, tmp_path: Path):
+    ns = staging.namespace
+    # health-service runs without autoscaling (its catalog has no bounds): the release sets 2.
+    staging.kube.run("scale", "deployment", "health-service", "--replicas=3", "-n", ns)
+    upgrade = staging.helm("upgrade", "search-service", CHART, "-n", ns, "--reuse-values", "--set", "image.tag=1.5.0")
+    assert upgrade.returncode == 0, upgrade.stderr
+    staging.kube.run(
+        "patch", "secret", "config-service-secrets", "-n", ns, "-p", '{"stringData": {"edited": "by hand"}}'
+    )
+
+    result, report = drift(staging, tmp_path / "drift.json")
+    assert result.returncode != 0
+    message = failure_messages(result)[-1]
+    assert message.startswith(f"drift in {ns}: "), output(result)
+    # A plain `helm upgrade` leaves the live objects equal to that release's own manifest: the
+    # change shows as the release's values against the inventory, not as an object difference.
+    for expected in (
+        "Deployment/health-service: 3 replicas, release health-service sets 2",
+        "release search-service: values differ from the inventory: image.tag 1.5.0 (inventory 1.4.2)",
+        "Secret/config-service-secrets: edited outside the toolkit",
+    ):
+        assert expected in message, message
+    names = {d["name"] for d in report["differences"]}
+    assert {"Deployment/health-service", "search-service", "Secret/config-service-secrets"} <= names
+    assert report["environment"] == "staging" and report["namespace"] == ns
+
+
+def test_after_a_deploy_nothing_differs(staging: DeployEnv, tmp_path: Path):
+    result = staging.deploy()
+    assert result.returncode == 0, output(result)
+    # The upgraded release and the edited Secret come back, and the Deployment scaled by hand in
+    # an unchanged release counts as a change of its release (roles/service_releases, plan).
+    result, report = drift(staging, tmp_path / "drift.json")
+    assert result.returncode == 0, output(result)
+    assert report["differences"] == [] and len(report["live"]) == len(SERVICES)
+    assert f"no drift in {staging.namespace}: {len(SERVICES)} releases equal the inventory" in result.stdout
+
+
+def written(env: DeployEnv) -> tuple:
+    """What a run may write: Helm's revisions, the release sets, and each object's spec (its
+    generation where the kind keeps one, else a digest of the object without its status and
+    resourceVersion: an HPA has no generation). The deploy just before leaves the controllers
+    and kwok updating statuses (a rollout, an HPA, pods): those are not compared."""
+    kinds = ",".join(kind for kind in KINDS.split(",") if kind not in ("pods", "rs"))
+    items = env.kube.json("get", kinds, "-n", env.namespace)["items"]
+    items += env.kube.json("get", "secrets", "-n", "openpolicy-system", "-l", f"name={env.baseline_release}")["items"]
+    return env.history(), env.release_sets(), {f"{i['kind']}/{i['metadata']['name']}": spec(i) for i in items}
+
+
+def spec(item: dict) -> int | str:
+    meta = item["metadata"]
+    if "generation" in meta:
+        return meta["generation"]
+    kept = {k: v for k, v in item.items() if k not in ("metadata", "status")}
+    kept["metadata"] = {k: meta.get(k) for k in ("labels", "annotations")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_check_diff_plans_a_version_and_a_value_and_changes_nothing(staging: DeployEnv):
+    before = written(staging)
+    settings = yaml.safe_load(STAGING_RELEASES.read_text())["service_releases_service_settings"]
+    result = staging.deploy(
+        "--check", "--diff",
+        service_releases_versions={**STAGING_VERSIONS, "search-service": "1.5.0"},
+        service_releases_service_settings={**settings, "health-service": {"replicas": 3}},
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)
+    plan = plan_lines(result)
+    # The version label is on every object of the release: all of them change with the version.
+    search = plan["search-service"]
+    assert search.startswith("search-service: upgrade 1.4.2 -> 1.5.0; values image.tag: 1.4.2 -> 1.5.0; objects "), plan
+    assert "~Deployment/search-service" in search and search.endswith("; migration hook runs"), search
+    health = plan["health-service"]
+    assert health.startswith("health-service: upgrade 1.4.2; values replicaCount: 2 -> 3; objects "), plan
+    assert "~Deployment/health-service" in health, health
+    assert plan["config-service"] == "config-service: no change (1.4.2)"
+    assert plan[f"plan for {staging.namespace}"] == (
+        f"plan for {staging.namespace}: 2 of {len(SERVICES)} releases change, nothing was changed (--check)"
+    )
+    # --diff: the changed values, serving and after.
+    assert "-image.tag: 1.4.2" in result.stdout and "+image.tag: 1.5.0" in result.stdout, output(result)
+    after = written(staging)
+    objects = {name for name in before[2].keys() | after[2].keys() if before[2].get(name) != after[2].get(name)}
+    assert after == before, f"changed: {sorted(objects)}"
+
+
+def plan_lines(result) -> dict[str, str]:
+    """The lines deploy.yml --check printed, by release (and the closing line by its head)."""
+    text = shown(result).split("Show what the deploy would change]", 1)[1].split("TASK [", 1)[0]
+    return {item.split(":", 1)[0]: item.strip() for item in text.split(" - ")[1:]}
 
 
 @pytest.fixture
