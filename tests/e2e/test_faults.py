@@ -53,10 +53,10 @@ class FaultsEnv(SecretsEnv):
         text = text.replace("openpolicy-local-backup1", BACKUP_HOST)
         for local, own in SSH_PORTS.items():
             text = text.replace(f"ansible_port: {local}", f"ansible_port: {own}")
-        # No monitoring host: its group stays, empty (a copied one would be started under the
-        # local environment's name and port, and left running).
+        # No monitoring host (a copied one would be started under the local environment's name
+        # and port, and left running), nor its group: roles fall back to their defaults.
         inventory = yaml.safe_load(text)
-        inventory["all"]["children"]["ssh_hosts"]["children"]["monitoring"] = {"hosts": {}}
+        del inventory["all"]["children"]["ssh_hosts"]["children"]["monitoring"]
         hosts.write_text(yaml.safe_dump(inventory, sort_keys=False))
         self.host_vars = {
             "podman_hosts_environment": ENVIRONMENT,
