@@ -23,7 +23,6 @@ import argparse
 import fcntl
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.results_file import write_results  # noqa: E402
 from tests.e2e import test_faults as faults  # noqa: E402
-from tests.e2e.test_secrets import output, vault_env  # noqa: E402
+from tests.e2e.test_secrets import output  # noqa: E402
 
 
 def trial(env: faults.FaultsEnv, stream_seconds: float) -> dict[str, float]:
@@ -109,8 +108,7 @@ def main() -> int:
             summary = summarise(trials, args.archive_timeout)
             write_results("faults", summary, notes=NOTES)
     finally:
-        hosts = [faults.DB_HOST, faults.BACKUP_HOST]
-        subprocess.run(["podman", "rm", "--force", *hosts], env=vault_env(), capture_output=True, check=False)
+        faults.remove_hosts()
     print(f"RTO median {summary['rto_seconds_median']:.1f} s, RPO max {summary['rpo_seconds_max']:.1f} s "
           f"({summary['rpo_seconds_max'] / args.archive_timeout:.2f} x archive_timeout)")  # fmt: skip
     return 0

@@ -31,7 +31,7 @@ MODULE_MINUTES = {
     # at a load of 14-16; the drill after the failover now waits about a minute more for its WAL.
     "test_ha": 44,
     "test_monitoring": 39,
-    "test_faults": 39,  # with the crash and rebuild cases, under a load of 12-14
+    "test_faults": 31,  # 30m19s with the crash and rebuild cases, under a load of 13-20 (no monitoring host)
     # One staging environment for all its cases: 8 passed in 20.4 min at a load of 8-12 (13.7 min
     # in an earlier run with one case failing, at a load of 6-13).
     "test_drift_promote": 20,
