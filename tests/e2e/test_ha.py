@@ -40,6 +40,7 @@ BACKUP = "openpolicy-e2e-ha-backup1"
 ROUTER_PG_PORT = 61450
 ROUTER_PG_REPLICA_PORT = 61451
 ROUTER_REDIS_PORT = 61452
+ROUTER_METRICS_PORT = 61453
 # Patroni's timing in this inventory (defaults are 30/10/10): failover after about ttl.
 PATRONI_TIMING = {"patroni_ttl": 15, "patroni_loop_wait": 3, "patroni_retry_timeout": 5}
 # site.yml's order: the backups come after the HA stage (Patroni runs PostgreSQL by then).
@@ -54,7 +55,6 @@ PLAYBOOKS = [
 PROVISION_TIMEOUT = 3600
 PLAY_TIMEOUT = 1500
 STANZA = "openpolicy"
-SECRET_NAMES = ("patroni_superuser_password", "patroni_restapi_password", "redis_sentinel_password")
 # Set to a file name, the module keeps its environment's folder in FILE.d, leaves its hosts up and
 # writes that folder's name into FILE: bench/bench_ha.py --reuse FILE measures on them instead of
 # provisioning its own, and OPENPOLICY_E2E_HA_REUSE=FILE runs a case again on them (-k).
@@ -132,24 +132,25 @@ class HaEnv:
         # Numbers the runs' logs (next() of a count is safe from the side-by-side runs' threads).
         self.runs = itertools.count(1)
         if not create:
-            # An environment a run left up (KEEP): its inventory and secrets as that run wrote them.
-            ha_vars = yaml.safe_load((self.inventory / "group_vars" / "all" / "ha.yml").read_text())
-            self.secrets = {name: ha_vars[name] for name in SECRET_NAMES}
+            # An environment a run left up (KEEP): its inventory and vault as that run wrote them.
             return
         shutil.copytree(
             REPO / "inventories" / "local", self.inventory, ignore=shutil.ignore_patterns("credentials", "vault.yml")
         )
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts_yaml(DB_HOSTS, DB_HOSTS)))
-        self.secrets = {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
+        # The choices of an HA inventory (as inventories/staging's), and what differs on this
+        # machine; the wiring is the shared layer's (playbooks/group_vars/all/ha.yml), the HA
+        # passwords the vault's (roles/secrets generates them).
         ha_vars = {
             "postgresql_ha": "patroni",
             "redis_ha": "sentinel",
             "postgresql_advertise_address": "127.0.0.1",
             "etcd_cluster_address": "127.0.0.1",
-            "etcd_cluster_client_key_group": "postgres",
-            "postgresql_router_port": ROUTER_PG_PORT,
-            "postgresql_router_replica_port": ROUTER_PG_REPLICA_PORT,
-            "redis_sentinel_router_port": ROUTER_REDIS_PORT,
+            "openpolicy_db_router_address": "127.0.0.1",
+            "openpolicy_db_router_port": ROUTER_PG_PORT,
+            "openpolicy_db_router_replica_port": ROUTER_PG_REPLICA_PORT,
+            "openpolicy_db_router_redis_port": ROUTER_REDIS_PORT,
+            "postgresql_router_metrics_port": ROUTER_METRICS_PORT,
             "redis_sentinel_down_after_ms": 3000,
             # The podman hosts cannot create the mount namespace of Debian's haproxy unit.
             "postgresql_router_unit_sandboxing": False,
@@ -157,12 +158,7 @@ class HaEnv:
             "postgresql_router_maxconn": 150,
             # A commit waits for one replica: a failover loses no acknowledged write.
             "patroni_synchronous_mode": True,
-            # Backups are copied from a standby; the row-count manifest reads through the router.
-            "pgbackrest_backup_standby": True,
-            "pgbackrest_manifest_address": "127.0.0.1",
-            "pgbackrest_manifest_port": ROUTER_PG_REPLICA_PORT,
             **PATRONI_TIMING,
-            **self.secrets,
         }
         (self.inventory / "group_vars" / "all" / "ha.yml").write_text(yaml.safe_dump(ha_vars))
         fd = os.open(self.password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -203,6 +199,12 @@ class HaEnv:
         log.parent.mkdir(exist_ok=True)
         log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
         return result
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The HA pieces' passwords, as the inventories take them from the vault."""
+        passwords = self.vault_values()["vault_ha_passwords"]
+        return {f"{name}_password": value for name, value in passwords.items()}
 
     def vault_values(self) -> dict:
         env = toolchain_env()
@@ -269,9 +271,9 @@ def leader() -> str:
 class Database:
     """psql through the router's read-write address as the owner role of the database."""
 
-    def __init__(self, password: str, port: int = ROUTER_PG_PORT):
+    def __init__(self, password: str, port: int = ROUTER_PG_PORT, user: str = "openpolicy_owner"):
         self.env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "2"}
-        self.conninfo = f"host=127.0.0.1 port={port} dbname=openpolicy user=openpolicy_owner sslmode=require"
+        self.conninfo = f"host=127.0.0.1 port={port} dbname=openpolicy user={user} sslmode=require"
 
     def sql(self, statement: str, timeout: float = 10) -> subprocess.CompletedProcess:
         cmd = ["psql", "-X", "-w", "-tA", "-v", "ON_ERROR_STOP=1", self.conninfo, "-c", statement]
@@ -443,6 +445,23 @@ def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
     assert readonly.stdout.strip() == "t", readonly.stderr
     assert redis(ha.redis_user, ha.redis_password, "SET", "auth_service:before", "1") == "OK"
     assert redis_master(ha.secrets["redis_sentinel_password"]) == 1
+    # HAProxy's own exporter: one server up behind the read-write listener (the alert's series).
+    servers = router_active_servers()
+    assert (servers.get("postgresql_primary"), servers.get("postgresql_replicas")) == (1, 2), servers
+
+
+def router_active_servers() -> dict[str, int]:
+    """haproxy_backend_active_servers per listener, from the router's Prometheus exporter."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{ROUTER_METRICS_PORT}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    found = {}
+    for line in lines:
+        if line.startswith("haproxy_backend_active_servers{"):
+            proxy = line.split('proxy="', 1)[1].split('"', 1)[0]
+            found[proxy] = int(float(line.rsplit(" ", 1)[1]))
+    return found
 
 
 def test_backups_archive_from_the_patroni_primary(ha: HaEnv):
@@ -493,6 +512,24 @@ def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv)
     assert result.returncode == 0, output(result)
     changed = {host: counts["changed"] for host, counts in recap(result).items() if counts["changed"]}
     assert changed == {}, f"a rerun changed something: {changed}\n{output(result)}"
+
+
+def test_a_password_rotation_after_the_failover_sets_it_on_the_new_primary(ha: HaEnv):
+    """db1, the first db host, is a replica now: rotate_secrets.yml sets the new password on the
+    primary Patroni elected, on that server's own port. No service runs here: `--skip-tags
+    deliver`; the rotation's own check logs in through the router (secrets_database_host/port:
+    the router's port differs from the servers' here) with the new password and is refused with
+    the old one."""
+    before = ha.vault_values()["vault_database_passwords"]["auth-service"]
+    result = ha.play(
+        "playbooks/rotate_secrets.yml", args=("--skip-tags", "deliver"), kind="database_password",
+        service="auth-service", secrets_database_port=ROUTER_PG_PORT,
+    )  # fmt: skip
+    assert result.returncode == 0, output(result)
+    after = ha.vault_values()["vault_database_passwords"]["auth-service"]
+    assert after != before
+    assert Database(after, user="auth").sql("select pg_is_in_recovery()").stdout.strip() == "f"
+    assert Database(before, user="auth").sql("select 1").returncode != 0
 
 
 def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):

@@ -22,7 +22,28 @@ from tests.helpers import REPO, toolchain_env
 
 HA_ENVIRONMENTS = ["staging", "production"]
 HA_ROLES = ["etcd_cluster", "patroni", "postgresql_router", "redis_sentinel", "postgresql", "redis", "pgbackrest"]
-# After the preflight, on the control host: the values the HA roles will see, resolved.
+# After the preflight, on the control host: the values the HA roles will see, resolved. The
+# inventories choose HA and name the router host; the wiring comes from the shared layer
+# (playbooks/group_vars/all/ha.yml): these are the values the inventories spelt out before.
+EXPECTED = {
+    "etcd_cluster_client_key_group": "postgres",
+    "secrets_ha_passwords": ["patroni_superuser", "patroni_restapi", "redis_sentinel"],
+    "patroni_synchronous_mode": True,
+    "postgresql_router_port": 5432,
+    "postgresql_router_replica_port": 5001,
+    "redis_sentinel_router_port": 6379,
+    "secrets_database_port": 5432,
+    "secrets_redis_port": 6379,
+    "pgbackrest_backup_standby": True,
+    "pgbackrest_manifest_port": 5001,
+}
+AT_THE_ROUTER = [
+    "postgresql_router_address",
+    "redis_sentinel_router_address",
+    "secrets_database_host",
+    "secrets_redis_host",
+    "pgbackrest_manifest_address",
+]
 CHECK = [
     {
         "name": "HA inventory | the HA pieces get the vault's passwords and the router's address",
@@ -30,7 +51,7 @@ CHECK = [
         "gather_facts": False,
         "tasks": [
             {
-                "name": "Check what the db hosts and the repository host will use",
+                "name": "Check what every host will use",
                 "ansible.builtin.assert": {
                     "that": [
                         "hostvars[item].postgresql_ha == 'patroni' and hostvars[item].redis_ha == 'sentinel'",
@@ -38,20 +59,20 @@ CHECK = [
                         "hostvars[item].patroni_restapi_password | length >= 32",
                         "hostvars[item].redis_sentinel_password | length >= 32",
                         "hostvars[item].patroni_superuser_password != hostvars[item].patroni_restapi_password",
-                        "hostvars[item].secrets_database_host == router",
-                        "hostvars[item].secrets_redis_host == router",
-                        "hostvars[item].pgbackrest_manifest_address == router",
-                        "hostvars[item].pgbackrest_manifest_port | int == 5001",
+                        *(f"hostvars[item].{name} == router" for name in AT_THE_ROUTER),
+                        *(f"hostvars[item].{name} | string == {str(value)!r}" for name, value in EXPECTED.items()),
                     ],
                     "quiet": True,
                 },
-                "loop": "{{ groups['db'] + groups['backup'] }}",
+                "loop": "{{ groups['all'] | difference(['localhost']) }}",
                 "vars": {"router": "{{ hostvars[groups['db_router'] | first].ansible_host }}"},
                 "no_log": True,
             }
         ],
     }
 ]
+# What an HA inventory keeps: its choices. Everything else is the same in every HA environment.
+CHOICES = {"postgresql_ha", "redis_ha", "patroni_synchronous_mode", "openpolicy_db_router_address"}
 
 
 def groups(env: str) -> dict[str, list[str]]:
@@ -77,6 +98,7 @@ def test_the_inventory_asks_for_ha_with_a_topology_that_allows_it(env: str):
     hosts = yaml.safe_load((REPO / "inventories" / env / "hosts.yml").read_text())
     assert "postgresql_replica_of" not in json.dumps(hosts), "Patroni chooses the primary, not the inventory"
     assert set(inventory_hosts(REPO / "inventories" / env / "hosts.yml")) >= set(found["db_router"])
+    assert set(ha) <= CHOICES, f"wiring belongs in playbooks/group_vars/all/ha.yml: {set(ha) - CHOICES}"
     router = hosts["all"]["children"]["ssh_hosts"]["children"]["db_router"]["hosts"][found["db_router"][0]]
     assert ha["openpolicy_db_router_address"] == router["ansible_host"], "the router's address, as hosts.yml has it"
 
@@ -93,6 +115,8 @@ def preflight(env: str, root: Path) -> subprocess.CompletedProcess:
     seed_vault_file(vault)
     check = root / env / "check.yml"
     check.write_text(yaml.safe_dump(CHECK, sort_keys=False))
+    # Beside the check, the playbooks' group_vars: Ansible reads them next to each playbook run.
+    (root / env / "group_vars").symlink_to(REPO / "playbooks" / "group_vars")
     extra = {
         "preflight_roles_to_validate": HA_ROLES,
         "preflight_hosts_reached": True,
