@@ -4,10 +4,15 @@
 - failover: the primary's host is killed (`podman kill`, systemd and all) while a writer inserts
   a row every 50 ms through the router's read-write address; the figure is the time from the
   kill until the first write through that same address succeeds again. The killed host is
-  started again and waits until it follows as a replica before the next trial.
-- switchover: Patroni's `POST /switchover` to a healthy replica while the writer runs; the figure
-  is the longest time between two acknowledged writes around it. Each trial also checks that no
-  acknowledged row is missing.
+  started again, and the time until it is a whole member again is recorded too.
+- switchover: Patroni's `POST /switchover` to the synchronous standby while the writer runs; the
+  figures are the time from the request until a write through the router reached the new
+  primary, and the longest pause between two acknowledged writes around it.
+
+Every trial starts from the same state: all three etcd members healthy, one Patroni leader, both
+replicas streaming with a known lag, the router with one server behind its read-write listener
+(it waits for that, up to 10 minutes, and prints etcd's, Patroni's and the router's view when a
+trial fails). Each trial also checks that no acknowledged row is missing.
 
 It uses the environment of tests/e2e/test_ha.py (three podman db hosts and a router host, built
 with the toolkit's playbooks) with that inventory's Patroni timing (ttl 15 s, loop_wait 3 s,
@@ -41,17 +46,30 @@ from bench.results_file import write_results  # noqa: E402
 from tests.e2e import test_ha as ha  # noqa: E402  (the e2e test's environment and helpers)
 
 ROLLBACK_TARGET_SECONDS = 120
-# CloudNativePG's documentation (cloudnative-pg.io/docs, "Automated failover" and "Instance
-# manager"): failover starts once the primary's readiness probe has failed for longer than
-# .spec.failoverDelay (0 s by default); the probes fail after three checks 10 s apart in the
-# older releases; .spec.switchoverDelay (3600 s by default) bounds how long a primary may take
-# to shut down in a switchover. A lost Kubernetes node adds the node's own failure detection.
+# CloudNativePG's documentation (looked up for this benchmark; not measured here):
+# - "Automated failover" (https://cloudnative-pg.io/docs/1.29/failover): after unexpected errors on
+#   the primary for longer than .spec.failoverDelay (0 s by default) the cluster goes into
+#   failover: the primary's readiness probe fails, the controller's reconciliation loop notices,
+#   marks the target primary pending, waits until every WAL receiver stopped, then promotes the
+#   elected replica; the old primary's pod restarts as a replica.
+# - "Postgres instance manager" (https://cloudnative-pg.io/documentation/1.21/instance_manager):
+#   the probes report a failure after three failed checks 10 s apart (later releases make them
+#   configurable under .spec.probes).
+# - Release notes 1.20.3 (https://github.com/cloudnative-pg/cloudnative-pg/releases/tag/v1.20.3):
+#   .spec.switchoverDelay, the time a primary gets to shut down in a switchover, defaults to 3600 s.
+# A lost Kubernetes node adds the node's own failure detection before any of this starts.
 CLOUDNATIVEPG = {
     "failover_delay_default_seconds": 0,
     "readiness_probe_failure_seconds": 30,
     "switchover_delay_default_seconds": 3600,
-    "source": "https://cloudnative-pg.io/docs/1.29/failover and /documentation/1.21/instance_manager",
+    "sources": [
+        "https://cloudnative-pg.io/docs/1.29/failover",
+        "https://cloudnative-pg.io/documentation/1.21/instance_manager",
+        "https://github.com/cloudnative-pg/cloudnative-pg/releases/tag/v1.20.3",
+    ],
 }
+# How long a restarted host may take to be a whole member again (etcd, Patroni, streaming).
+WHOLE_TIMEOUT = 600
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -62,30 +80,65 @@ def member_number(name: str) -> int:
     return ha.DB_HOSTS.index(name) + 1
 
 
-def wait_replica(n: int) -> None:
-    def running_replica() -> bool:
-        status, body = ha.rest(n, "/patroni")
-        return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
+def whole(env: ha.HaEnv) -> bool:
+    """Every etcd member healthy, one Patroni leader, both replicas streaming from it (a known
+    lag), and the router sending writes to one server: the state every trial starts from."""
+    if set(ha.etcd_health(env).values()) != {"true"}:
+        return False
+    members = ha.members()
+    replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")]
+    return (
+        len(members) == 3
+        and sum(m.get("role") == "leader" for m in members) == 1
+        and len(replicas) == 2
+        and all(m.get("state") in ("running", "streaming") and isinstance(m.get("lag"), int) for m in replicas)
+        and ha.router_active_servers().get("postgresql_primary") == 1
+    )
 
-    assert ha.wait_for(running_replica, 300, 2), f"db{n} did not come back as a replica"
+
+def state(env: ha.HaEnv) -> str:
+    """What to look at when a trial fails: etcd, Patroni and the router, each in its own words."""
+    try:
+        router = ha.router_active_servers()
+    except OSError as error:
+        router = {"error": str(error)}
+    members = [{k: m.get(k) for k in ("name", "role", "state", "lag", "timeline")} for m in ha.members()]
+    return json.dumps({"etcd": ha.etcd_health(env), "patroni": members, "router_active_servers": router})
 
 
-def failover_trial(env: ha.HaEnv, trial: int) -> float:
+def wait_whole(env: ha.HaEnv) -> float:
+    started = time.monotonic()
+    assert ha.wait_for(lambda: whole(env), WHOLE_TIMEOUT, 2), f"the cluster is not whole again: {state(env)}"
+    return time.monotonic() - started
+
+
+def failover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
+    """(seconds from the kill until a write through the router succeeds, seconds until the
+    restarted host is a whole member again)."""
+    wait_whole(env)
     leader = ha.leader()
     db = ha.Database(env.owner_password)
     with ha.Writer(db, f"bench_failover_{trial}") as writer:
         assert ha.wait_for(lambda: len(writer.acknowledged) >= 10, 30)
         killed = time.monotonic()
         ha.podman("kill", leader, check=True)
-        assert ha.wait_for(lambda: writer.acknowledged_since(killed + 0.5), 180, 0.1)
+        resumed = ha.wait_for(lambda: writer.acknowledged_since(killed + 0.5), 180, 0.1)
+        assert resumed, f"trial {trial}: no write through the router within 180 s of killing {leader}: {state(env)}"
         seconds = writer.last_ok - killed
     assert writer.missing() == [], "acknowledged rows lost"
     ha.podman("start", leader, check=True)
-    wait_replica(member_number(leader))
-    return seconds
+    rejoined = wait_whole(env)
+    print(
+        f"failover {trial + 1}: {leader} killed, writes back after {seconds:.1f} s; "
+        f"whole again {rejoined:.0f} s after its start"
+    )
+    return seconds, rejoined
 
 
-def switchover_trial(env: ha.HaEnv, trial: int) -> float:
+def switchover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
+    """(longest pause between two acknowledged writes, seconds from Patroni's POST /switchover
+    until a write through the router reached the new primary)."""
+    wait_whole(env)
     leader = ha.leader()
     # The inventory asks for synchronous mode: Patroni hands over only to the synchronous standby.
     candidate = ha.wait_for(lambda: ha.named("sync_standby"), 60)
@@ -100,13 +153,16 @@ def switchover_trial(env: ha.HaEnv, trial: int) -> float:
             f"http://127.0.0.1:{port}/switchover", data=body, method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
         )  # fmt: skip
+        asked = time.monotonic()
         urllib.request.urlopen(request, timeout=120).read()
-        assert ha.wait_for(lambda: ha.leader() == candidate, 120)
+        assert ha.wait_for(lambda: ha.leader() == candidate, 120), state(env)
         switched = time.monotonic()
-        assert ha.wait_for(lambda: writer.acknowledged_since(switched), 120, 0.1)
+        assert ha.wait_for(lambda: writer.acknowledged_since(switched), 120, 0.1), state(env)
+        total = writer.last_ok - asked
     assert writer.missing() == [], "acknowledged rows lost"
-    wait_replica(member_number(leader))
-    return writer.longest_gap
+    print(f"switchover {trial + 1}: {leader} -> {candidate}, longest write pause {writer.longest_gap:.1f} s, "
+          f"a write on the new primary {total:.1f} s after the request")  # fmt: skip
+    return writer.longest_gap, total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,32 +185,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             provision = round(time.monotonic() - started, 1)
         values = env.vault_values()
         env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
-        failovers = [failover_trial(env, n) for n in range(args.trials)]
-        switchovers = [switchover_trial(env, n) for n in range(args.trials)]
+        failover_runs = [failover_trial(env, n) for n in range(args.trials)]
+        switchover_runs = [switchover_trial(env, n) for n in range(args.trials)]
     finally:
         if not args.keep:
             ha.remove_hosts()
+    failovers = [f for f, _ in failover_runs]
+    rejoins = [r for _, r in failover_runs]
+    pauses = [p for p, _ in switchover_runs]
+    switchovers = [t for _, t in switchover_runs]
     results = {
         "trials": args.trials,
         "patroni_timing": ha.PATRONI_TIMING,
         "router_check": "HAProxy, inter 1s fall 2 rise 2",
+        "synchronous_mode": True,
         # None: measured on the hosts a test_ha run provisioned (--reuse).
         "provision_seconds": provision,
         "failover_seconds": summary(failovers),
-        "switchover_write_pause_seconds": summary(switchovers),
+        "old_primary_whole_again_seconds": summary(rejoins),
+        "switchover_seconds": summary(switchovers),
+        "switchover_write_pause_seconds": summary(pauses),
         "failover_vs_rollback_target": round(statistics.median(failovers) / ROLLBACK_TARGET_SECONDS, 2),
+        "switchover_vs_rollback_target": round(statistics.median(switchovers) / ROLLBACK_TARGET_SECONDS, 2),
         "rollback_target_seconds": ROLLBACK_TARGET_SECONDS,
         "cloudnativepg_documented": CLOUDNATIVEPG,
-        "raw": {"failover": [round(v, 2) for v in failovers], "switchover": [round(v, 2) for v in switchovers]},
+        "raw": {
+            "failover": [round(v, 2) for v in failovers],
+            "old_primary_whole_again": [round(v, 1) for v in rejoins],
+            "switchover": [round(v, 2) for v in switchovers],
+            "switchover_write_pause": [round(v, 2) for v in pauses],
+        },
     }
-    for name in ("failover_seconds", "switchover_write_pause_seconds"):
+    for name in (
+        "failover_seconds",
+        "old_primary_whole_again_seconds",
+        "switchover_seconds",
+        "switchover_write_pause_seconds",
+    ):
         figures = results[name]
         print(f"{name:34} min {figures['min']:6.1f}  median {figures['median']:6.1f}  max {figures['max']:6.1f}")
     print(f"failover median / rollback target (120 s): {results['failover_vs_rollback_target']}")
-    print(
-        "CloudNativePG (documented, not measured here): failoverDelay 0 s by default, after the readiness probe fails;"
-    )
-    print("  switchoverDelay 3600 s by default bounds a primary's shutdown in a switchover")
+    print(f"switchover median / rollback target (120 s): {results['switchover_vs_rollback_target']}")
+    print("CloudNativePG (documented, not measured here): failover starts once the primary's readiness probe fails")
+    print("  (three checks 10 s apart) and .spec.failoverDelay (0 s by default) has passed; a switchover gives the")
+    print("  primary up to .spec.switchoverDelay (3600 s by default) to shut down. Sources:")
+    for source in CLOUDNATIVEPG["sources"]:
+        print(f"  {source}")
     write_results("ha", results)
     return 0
 

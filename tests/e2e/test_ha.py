@@ -329,6 +329,25 @@ class Writer:
         return sorted(set(self.acknowledged) - present)
 
 
+def etcd_health(env: HaEnv) -> dict[str, str]:
+    """Each etcd member's own /health, over TLS with the inventory's client certificate."""
+    import ssl
+    import urllib.request
+
+    tls = env.inventory / "credentials" / "etcd" / "tls"
+    context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    context.load_cert_chain(str(tls / f"{DB_HOSTS[0]}-client.crt"), str(tls / f"{DB_HOSTS[0]}-client.key"))
+    found = {}
+    for n, host in enumerate(DB_HOSTS, start=1):
+        url = f"https://127.0.0.1:{ports(n)['etcd_cluster_client_port']}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=3, context=context) as response:
+                found[host] = json.loads(response.read()).get("health", "?")
+        except (OSError, ValueError) as error:
+            found[host] = f"no answer ({error.__class__.__name__})"
+    return found
+
+
 def redis(user: str, password: str, *command: str, port: int = ROUTER_REDIS_PORT) -> str:
     cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--user", user, "--no-auth-warning", *command]
     env = {**os.environ, "REDISCLI_AUTH": password}
@@ -507,6 +526,8 @@ def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv)
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
     assert wait_for(replica_again, 180, 2), rest(1, "/patroni")
+    # Its etcd member is one of three again: without it, losing one more host ends the quorum.
+    assert wait_for(lambda: set(etcd_health(ha).values()) == {"true"}, 120, 2), etcd_health(ha)
     assert wait_for(lambda: redis_master(ha.secrets["redis_sentinel_password"]) in (2, 3), 10)
     result = ha.play("playbooks/provision_ha.yml", BACKUPS)
     assert result.returncode == 0, output(result)
