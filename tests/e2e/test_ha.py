@@ -9,8 +9,8 @@ Every service listens on 127.0.0.1 with a port of its own in 61400-61499 (the co
 the host's network), clear of `make up` (5432/6379) and of Molecule's ranges. No cluster is
 needed. Lean for `make test`: the environment is provisioned once and shared by every case;
 after that only the narrow playbooks a case is about run (provision_ha.yml + provision_backups.yml
-for the rerun, backup.yml then restore_drill.yml, switchover.yml), and the bad-topology
-runs (preflight only, the control host) run side by side. The tests of this module build on
+for the rerun, rotate_secrets.yml without delivery, backup.yml then restore_drill.yml,
+switchover.yml), and the bad-topology runs (preflight only, the control host) run side by side. The tests of this module build on
 each other in file order.
 """
 
