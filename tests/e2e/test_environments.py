@@ -140,7 +140,10 @@ def converged(topo: Topology):
     """The one cold site.yml run of the module: every test below looks at what it made."""
     started = time.monotonic()
     result = topo.playbook("site.yml")
-    print(f"site.yml cold on {ENV}: {time.monotonic() - started:.1f} s")
+    took = time.monotonic() - started
+    print(f"site.yml cold on {ENV}: {took:.1f} s")
+    if topo.create:
+        topo.record(cold_s=round(took, 1), cold_ok=result.returncode == 0)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     return result
 
@@ -253,7 +256,9 @@ def test_every_host_is_reached_as_deploy_with_become(topo: Topology, converged) 
 def test_second_run_changes_nothing(topo: Topology, converged) -> None:
     started = time.monotonic()
     result = topo.playbook("site.yml")
-    print(f"site.yml no-op on {ENV}: {time.monotonic() - started:.1f} s")
+    took = time.monotonic() - started
+    print(f"site.yml no-op on {ENV}: {took:.1f} s")
     assert result.returncode == 0, result.stdout[-4000:]
     changed = {host: n for host, n in topo.changed(result).items() if n}
+    topo.record(noop_s=round(took, 1), noop_changed=sum(changed.values()))
     assert not changed, f"changed on a second run: {changed}\n{result.stdout[-4000:]}"

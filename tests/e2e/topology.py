@@ -12,11 +12,13 @@ and points provider `existing` at the tests' kwok cluster.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,8 @@ class Topology:
                 ignore=shutil.ignore_patterns("credentials", "vault.yml"),
             )
         self.overlay = self.root / "overlay"
+        # Numbers the runs' logs, after those of an earlier run (next() is safe across threads).
+        self.log_numbers = itertools.count(len(list((self.root / "logs").glob("*.log"))) + 1)
         self.ssh_dir = self.root / "ssh"
         self.key = self.ssh_dir / "id_ed25519"
         self.known_hosts = self.ssh_dir / "known_hosts"
@@ -235,7 +239,7 @@ class Topology:
             result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {expired.timeout} s)", err)
         self.runs.append(result)
         # Each run's output beside the topology, for a failure's or a slow run's whole story.
-        log = self.root / "logs" / f"{len(self.runs):02d}-{Path(path).stem}.log"
+        log = self.root / "logs" / f"{next(self.log_numbers):02d}-{Path(path).stem}.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
         print(f"{' '.join(cmd[:6])}: exit {result.returncode}, output in {log}")
@@ -327,6 +331,12 @@ class Topology:
 
         return find(data["all"]) or []
 
+    def record(self, **figures: float | int) -> None:
+        """Keep figures of this topology's runs in its timings.json (bench_environments.py --reuse)."""
+        path = self.root / "timings.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**known, **figures}, indent=2, sort_keys=True) + "\n")
+
     def changed(self, result: subprocess.CompletedProcess) -> dict[str, int]:
         return {host: counts["changed"] for host, counts in recap(result).items()}
 
@@ -352,8 +362,10 @@ def running(env: str, kube: Kube, root: Path) -> Iterator[Topology]:
         seed_vault(topology.inventory)
     topology.prepare_cluster()
     if not reuse:
+        began = time.monotonic()
         started = topology.start_hosts()
         assert started.returncode == 0, started.stdout[-4000:]
+        topology.record(hosts=len(topology.hosts), hosts_start_s=round(time.monotonic() - began, 1))
     try:
         yield topology
     finally:
