@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """site.yml on the production-shaped topology over SSH, beside the same on the local one.
 
-- staging: the real inventories/staging on five podman hosts (primary, replica, repository,
-  scratch, monitoring), each with systemd and sshd on its own loopback port, reached as
-  `deploy` with become through tests/e2e/topology.py's overlay; provider `existing` on a kwok
-  cluster;
+- staging: the real inventories/staging on seven podman hosts (three db hosts with Patroni,
+  etcd, Redis and Sentinel, the router, the repository, the scratch host, the monitoring host),
+  each with systemd and sshd on its own loopback port, reached as `deploy` with become through
+  tests/e2e/topology.py's overlay; provider `existing` on a kwok cluster;
 - local: a copy of inventories/local (db, backup and monitoring hosts, made by site.yml
   itself), hosts and ports renamed so that a `make up` environment is left alone.
 
@@ -12,10 +12,16 @@ Each cold (first run) and no-op (second run, changed=0), with the ratios. Prints
 figure and writes bench/results/environments.json. Not part of `make test`.
 
     python bench/bench_environments.py
+    python bench/bench_environments.py --reuse FILE
+
+With --reuse, the staging figures are those tests/e2e/test_environments.py measured on its own
+cold and second site.yml run (OPENPOLICY_E2E_ENV_KEEP=FILE kept them in its topology's
+timings.json): the staging topology is not provisioned a second time, only the local side runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -100,7 +106,27 @@ def local_playbook(inventory: Path, name: str, extra: dict) -> subprocess.Comple
     return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=1800, check=False)
 
 
-def main() -> None:
+def staging_from_module(keep_file: Path) -> dict[str, float | int]:
+    """The staging figures the module recorded in its kept topology (timings.json)."""
+    root = Path(keep_file.read_text().strip())
+    timings = json.loads((root / "timings.json").read_text())
+    missing = {"cold_s", "noop_s", "noop_changed"} - set(timings)
+    if missing or not timings.get("cold_ok"):
+        raise SystemExit(f"{root}/timings.json: the module's run has no passing cold and no-op site.yml ({timings})")
+    return {
+        "staging_hosts": timings["hosts"],
+        "staging_hosts_start_s": timings["hosts_start_s"],
+        "staging_cold_s": timings["cold_s"],
+        "staging_noop_s": timings["noop_s"],
+        "staging_noop_changed": timings["noop_changed"],
+        "staging_source": "tests/e2e/test_environments.py (kept topology)",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reuse", type=Path, help="the OPENPOLICY_E2E_ENV_KEEP file of a module run")
+    args = parser.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="bench-environments-"))
     cluster = ["--name", CLUSTER, "--workdir", str(state / "cluster"), "--kubeconfig", str(state / "kubeconfig")]
     started = time.monotonic()
@@ -114,27 +140,34 @@ def main() -> None:
     }
     local = local_copy(state / "local")
     local_extra = {**cluster_vars, **LOCAL_VARS, "podman_hosts_environment": "bench-local"}
-    topo = Topology("staging", state / "staging", kube)
-    figures: dict[str, float | int] = {}
+    figures: dict[str, float | int | str] = staging_from_module(args.reuse) if args.reuse else {}
+    topo = None if args.reuse else Topology("staging", state / "staging", kube)
     try:
-        seed_vault(topo.inventory)
-        topo.prepare_cluster()
-        figures["staging_hosts_start_s"], _ = timed("hosts", topo.start_hosts)
-        figures["staging_cold_s"], _ = timed("staging cold", lambda: topo.playbook("site.yml"))
-        figures["staging_noop_s"], again = timed("staging no-op", lambda: topo.playbook("site.yml"))
-        figures["staging_noop_changed"] = changed_total(again)
+        if topo:
+            seed_vault(topo.inventory)
+            topo.prepare_cluster()
+            figures["staging_hosts"] = len(topo.hosts)
+            figures["staging_hosts_start_s"], _ = timed("hosts", topo.start_hosts)
+            figures["staging_cold_s"], _ = timed("staging cold", lambda: topo.playbook("site.yml"))
+            figures["staging_noop_s"], again = timed("staging no-op", lambda: topo.playbook("site.yml"))
+            figures["staging_noop_changed"] = changed_total(again)
+            figures["staging_source"] = "this benchmark"
         figures["local_cold_s"], _ = timed("local cold", lambda: local_playbook(local, "site.yml", local_extra))
         figures["local_noop_s"], again = timed("local no-op", lambda: local_playbook(local, "site.yml", local_extra))
         figures["local_noop_changed"] = changed_total(again)
     finally:
-        topo.remove_releases()
-        topo.stop_hosts()
+        if topo:
+            topo.remove_releases()
+            topo.stop_hosts()
         local_playbook(local, "teardown_local.yml", local_extra)
         run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
+    for name in ("local_cold_s", "local_noop_s"):
+        figures[name] = round(figures[name], 1)
     figures["cold_ratio_staging_to_local"] = round(figures["staging_cold_s"] / figures["local_cold_s"], 2)
     figures["noop_ratio_staging_to_local"] = round(figures["staging_noop_s"] / figures["local_noop_s"], 2)
-    print(f"podman hosts of the staging topology (5, SSH):  {figures['staging_hosts_start_s']:6.1f} s")
-    print(f"site.yml staging topology (5 hosts, SSH), cold: {figures['staging_cold_s']:6.1f} s")
+    hosts = figures["staging_hosts"]
+    print(f"podman hosts of the staging topology ({hosts}, SSH): {figures['staging_hosts_start_s']:6.1f} s")
+    print(f"site.yml staging topology ({hosts} hosts, SSH), cold: {figures['staging_cold_s']:6.1f} s")
     print(f"site.yml local (3 hosts, SSH), cold:            {figures['local_cold_s']:6.1f} s")
     print(f"  staging / local cold = {figures['cold_ratio_staging_to_local']:.2f}")
     noop, changed = figures["staging_noop_s"], figures["staging_noop_changed"]

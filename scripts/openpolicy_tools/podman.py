@@ -68,15 +68,37 @@ DB_PACKAGES = (
     "python3-psycopg2",
     "acl",
 )
+# A monitoring host as a cloud image that has the monitoring packages in it (roles prometheus,
+# alertmanager, node_exporter, host_logs and host_baseline find them installed): the same
+# packages the roles install, so the roles' own tasks still configure and start everything.
+MONITORING_PACKAGES = (
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-node-exporter",
+    "systemd-journal-remote",
+    "openssl",
+    "acl",
+    "procps",
+    "tzdata",
+)
 # Services the packages install: the image ships them disabled, so that the roles that own
 # them (podman_hosts for sshd, PostgreSQL, Redis) decide when they start.
 HOST_SERVICES = ("ssh",)
 DB_SERVICES = ("postgresql", "redis-server")
+# Debian starts these on 0.0.0.0 at install: the hosts share this machine's network.
+MONITORING_SERVICES = (
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-node-exporter",
+    "systemd-journal-remote",
+    "systemd-journal-upload",
+)
 
 # No host key and no PostgreSQL cluster baked in: each container makes its own host keys
 # (roles/podman_hosts), and roles/postgresql initialises the host's cluster, so two db hosts
 # never share a system identifier. Debian's postgresql-common makes 15/main at install.
 _DROP_HOST_KEYS = "rm -f /etc/ssh/ssh_host_*"
+_DISABLE_JOURNAL_REMOTE_SOCKET = "systemctl disable systemd-journal-remote.socket >/dev/null 2>&1 || true"
 _DROP_MAIN_CLUSTER = "if [ -d /etc/postgresql/15/main ]; then pg_dropcluster 15 main; fi"
 
 # Keeps package maintainer scripts from starting services while the image is built.
@@ -126,6 +148,14 @@ FLAVORS: dict[str, Flavor] = {
             description="systemd + PostgreSQL 15 (no cluster), pgBackRest, Redis (services disabled)",
             disable_services=DB_SERVICES,
             finish=(_DROP_MAIN_CLUSTER,),
+        ),
+        Flavor(
+            name="monitoring",
+            parent="systemd",
+            packages=MONITORING_PACKAGES,
+            description="systemd + Prometheus, Alertmanager, node_exporter, systemd-journal-remote (services disabled)",
+            disable_services=MONITORING_SERVICES,
+            finish=(_DISABLE_JOURNAL_REMOTE_SOCKET,),
         ),
     )
 }

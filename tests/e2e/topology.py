@@ -12,10 +12,13 @@ and points provider `existing` at the tests' kwok cluster.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +27,50 @@ import yaml
 
 from tests.helpers import REPO, Kube, recap, toolchain_env
 
-# SSH and server ports per environment; none is used by Molecule (55432-58441), the local
-# inventory (5432, 6379, 5433, 52201-52202, 58440-58441) or another e2e module.
-PORT_BASES = {"staging": 52300, "production": 52400}
-# Offsets within an environment's hundred: +host index for each kind of port on every host,
-# then one port each for the monitoring host's servers (their clients read one value).
-SSH, POSTGRESQL, REDIS, PGBACKREST_TLS, SCRATCH = 0, 10, 20, 30, 40
-NODE_EXPORTER, POSTGRES_EXPORTER, REDIS_EXPORTER = 50, 60, 70
-PROMETHEUS, ALERTMANAGER, HOST_LOGS_COLLECTOR = 90, 91, 92
-# A cold site.yml on five hosts took 30 minutes on this 2-core machine under load: a run stopped
-# earlier tells nothing (its output is kept under logs/ either way).
+# SSH and server ports per environment, two hundred each; none is used by Molecule
+# (55432-58441), the local inventory (5432, 6379, 5433, 52201-52232), test_ha (61400-61499) or
+# another e2e module.
+PORT_BASES = {"staging": 53000, "production": 53200}
+# Offsets within an environment's range: +host index (1-9) for each kind of port on every host,
+# named by the variable the roles read (tests/e2e/test_ha.py's ports() uses the same names).
+HOST_PORTS = {
+    "ansible_port": 0,
+    "postgresql_port": 10,
+    # roles/pgbackrest reads the db hosts' ports through this name (default: postgresql_port).
+    "pgbackrest_pg_port": 10,
+    "redis_port": 20,
+    "pgbackrest_tls_server_port": 30,
+    "pgbackrest_scratch_port": 40,
+    "node_exporter_port": 50,
+    "postgres_exporter_port": 60,
+    "redis_exporter_port": 70,
+    # The HA pieces on the db (and etcd) hosts: Patroni's REST API, etcd, Redis Sentinel.
+    "patroni_restapi_port": 80,
+    "etcd_cluster_client_port": 90,
+    "etcd_cluster_peer_port": 100,
+    "redis_sentinel_port": 110,
+}
+# One port each for the servers that every client reaches by one value: the router's (read-write,
+# read-only, Redis master) and the monitoring host's.
+SHARED_PORTS = {
+    "postgresql_router_port": 180,
+    "postgresql_router_replica_port": 181,
+    "redis_sentinel_router_port": 182,
+    "prometheus_port": 190,
+    "alertmanager_port": 191,
+    "host_logs_collector_port": 192,
+}
+# The flavor of each host's image (scripts/openpolicy_tools/podman.py): the db image (PostgreSQL,
+# pgBackRest and Redis installed, as on a db host's image) for every host but the monitoring
+# host, which starts from an image with the monitoring packages in it, like a cloud image would.
+HOST_FLAVOR = "db"
+GROUP_FLAVORS = {"monitoring": "monitoring"}
+# A cold site.yml on seven hosts takes half an hour and more on this 2-core machine under load:
+# a run stopped earlier tells nothing (its output is kept under logs/ either way).
 PLAYBOOK_TIMEOUT = 3600
+# Keep a topology up after the module, or take one a run kept (see running()).
+KEEP = "OPENPOLICY_E2E_ENV_KEEP"
+REUSE = "OPENPOLICY_E2E_ENV_REUSE"
 # Minimal CustomResourceDefinitions of the Prometheus operator's kinds: the environments
 # deploy a ServiceMonitor and a PrometheusRule per service (service_releases_monitoring).
 MONITORING_CRDS = ("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")
@@ -89,38 +125,31 @@ class Topology:
     root: Path
     kube: Kube
     runs: list[subprocess.CompletedProcess] = field(default_factory=list)
+    # False: the inventory copy (and its generated credentials) of an earlier run, under root.
+    create: bool = True
 
     def __post_init__(self) -> None:
         self.inventory = self.root / "inventories" / self.env
-        shutil.copytree(
-            REPO / "inventories" / self.env, self.inventory, ignore=shutil.ignore_patterns("credentials", "vault.yml")
-        )
+        if self.create:
+            shutil.copytree(
+                REPO / "inventories" / self.env,
+                self.inventory,
+                ignore=shutil.ignore_patterns("credentials", "vault.yml"),
+            )
         self.overlay = self.root / "overlay"
+        # Numbers the runs' logs, after those of an earlier run (next() is safe across threads).
+        self.log_numbers = itertools.count(len(list((self.root / "logs").glob("*.log"))) + 1)
         self.ssh_dir = self.root / "ssh"
         self.key = self.ssh_dir / "id_ed25519"
         self.known_hosts = self.ssh_dir / "known_hosts"
         self.hosts = inventory_hosts(self.inventory / "hosts.yml")
         base = PORT_BASES[self.env]
+        assert len(self.hosts) < 10, f"{self.env}: one port of each kind per host, nine hosts at most"
         self.ports = {
-            host: {
-                "ansible_port": base + SSH + i,
-                "postgresql_port": base + POSTGRESQL + i,
-                # roles/pgbackrest reads the db hosts' ports through this name (default: postgresql_port).
-                "pgbackrest_pg_port": base + POSTGRESQL + i,
-                "redis_port": base + REDIS + i,
-                "pgbackrest_tls_server_port": base + PGBACKREST_TLS + i,
-                "pgbackrest_scratch_port": base + SCRATCH + i,
-                "node_exporter_port": base + NODE_EXPORTER + i,
-                "postgres_exporter_port": base + POSTGRES_EXPORTER + i,
-                "redis_exporter_port": base + REDIS_EXPORTER + i,
-            }
+            host: {name: base + offset + i for name, offset in HOST_PORTS.items()}
             for i, host in enumerate(self.hosts, start=1)
         }
-        self.monitoring_ports = {
-            "prometheus_port": base + PROMETHEUS,
-            "alertmanager_port": base + ALERTMANAGER,
-            "host_logs_collector_port": base + HOST_LOGS_COLLECTOR,
-        }
+        self.shared_ports = {name: base + offset for name, offset in SHARED_PORTS.items()}
         self.write_overlay(self.overlay)
 
     # --- the overlay inventory --------------------------------------------------------------
@@ -140,30 +169,37 @@ class Topology:
         hosts = {host: {**self.host_vars(host), **host_changes.get(host, {})} for host in self.hosts}
         (target / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
         (target / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
-        cluster = {
+        router = {
+            # The services, the secrets role's logins and the backups' row counts reach the
+            # databases through the router, on this machine's loopback like every host.
+            "openpolicy_db_router_address": "127.0.0.1",
+            "service_releases_database_host": "127.0.0.1",
+            "service_releases_redis_host": "127.0.0.1",
+            "service_releases_database_cidrs": ["127.0.0.1/32"],
+            "service_releases_redis_cidrs": ["127.0.0.1/32"],
+            # The inventory gives the router the servers' own ports (each host has its own
+            # address there); here the router shares the loopback with the db hosts.
+            "secrets_database_port": self.shared_ports["postgresql_router_port"],
+            "secrets_redis_port": self.shared_ports["redis_sentinel_router_port"],
+        }
+        limits = {
+            # What these podman hosts cannot do (not how a real host differs): create the mount
+            # namespace of Debian's haproxy unit, or open more than 1024 files (HAProxy needs
+            # about 2 per connection). test_ha.py sets the same.
+            "postgresql_router_unit_sandboxing": False,
+            "postgresql_router_maxconn": 150,
+        }
+        topology = {
             "k8s_cluster_provider": "existing",
             "k8s_cluster_kubeconfig": str(self.kube.kubeconfig),
             "k8s_cluster_context": self.kube.context,
             # The hosts' addresses moved to loopback, and with them the network they are in.
             "openpolicy_data_networks": ["127.0.0.1/32"],
+            **router,
+            **self.shared_ports,
+            **limits,
         }
-        (target / "group_vars" / "all" / "cluster.yml").write_text(yaml.safe_dump(cluster))
-        (target / "group_vars" / "all" / "monitoring.yml").write_text(yaml.safe_dump(self.monitoring_ports))
-        # Until the shared platform-inputs layer (issue 10) gives every environment the catalog's
-        # schemas, roles and users, take the local inventory's derivations of them, if it has any.
-        derived = {}
-        for name in ("postgresql.yml", "redis.yml"):
-            local = yaml.safe_load((REPO / "inventories/local/group_vars/all" / name).read_text()) or {}
-            for key in ("openpolicy_catalog_services", "postgresql_service_schemas", "postgresql_role_passwords"):
-                if key in local:
-                    derived[key] = local[key]
-            for key in ("redis_users", "redis_user_passwords"):
-                if key in local:
-                    derived[key] = local[key]
-        if "postgresql_service_schemas" in derived:
-            derived.setdefault("postgresql_connection_limits", {"etl": 40, "scraper": 40})
-        inputs = target / "group_vars" / "all" / "platform_inputs.yml"
-        inputs.write_text(yaml.safe_dump(derived, sort_keys=False) if derived else "---\n")
+        (target / "group_vars" / "all" / "topology.yml").write_text(yaml.safe_dump(topology, sort_keys=False))
         return target
 
     # --- runs ---------------------------------------------------------------------------------
@@ -175,9 +211,12 @@ class Topology:
         extra_vars: dict | None = None,
         inventory: Path | None = None,
         overlay: Path | None = None,
+        more_sources: tuple[Path, ...] = (),
     ) -> subprocess.CompletedProcess:
         path = playbook if "/" in playbook else f"playbooks/{playbook}"
         sources = ["-i", str(inventory or self.inventory), "-i", str(overlay or self.overlay)]
+        for source in more_sources:
+            sources += ["-i", str(source)]
         cmd = ["ansible-playbook", *sources, path, *args]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
@@ -200,7 +239,7 @@ class Topology:
             result = subprocess.CompletedProcess(cmd, -9, f"{out}\n(timed out after {expired.timeout} s)", err)
         self.runs.append(result)
         # Each run's output beside the topology, for a failure's or a slow run's whole story.
-        log = self.root / "logs" / f"{len(self.runs):02d}-{Path(path).stem}.log"
+        log = self.root / "logs" / f"{next(self.log_numbers):02d}-{Path(path).stem}.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}\n--- stderr\n{result.stderr}")
         print(f"{' '.join(cmd[:6])}: exit {result.returncode}, output in {log}")
@@ -208,10 +247,19 @@ class Topology:
 
     def start_hosts(self) -> subprocess.CompletedProcess:
         """Make the podman hosts with the toolkit's own role, as `make up` makes the local ones."""
-        return self.playbook("tests/e2e/topology_hosts.yml", extra_vars=self.hosts_vars("present"))
+        return self.hosts_playbook("present")
 
     def stop_hosts(self) -> subprocess.CompletedProcess:
-        return self.playbook("tests/e2e/topology_hosts.yml", extra_vars=self.hosts_vars("absent"))
+        return self.hosts_playbook("absent")
+
+    def hosts_playbook(self, state: str) -> subprocess.CompletedProcess:
+        # The image flavors only for the runs that make the hosts: a host naming a flavor is
+        # one this machine creates, and the preflight of site.yml would not log in to it.
+        flavors = self.root / "flavors.yml"
+        hosts = {host: {"podman_host_flavor": flavor} for group, flavor in GROUP_FLAVORS.items()
+                 for host in self.group(group)}  # fmt: skip
+        flavors.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+        return self.playbook("tests/e2e/topology_hosts.yml", extra_vars=self.hosts_vars(state), more_sources=(flavors,))
 
     def hosts_vars(self, state: str) -> dict:
         return {
@@ -220,8 +268,7 @@ class Topology:
             "podman_hosts_environment": f"e2e-{self.env}",
             "podman_hosts_ssh_key": str(self.key),
             "podman_hosts_known_hosts": str(self.known_hosts),
-            # Every host from the db image: PostgreSQL, pgBackRest and Redis already installed.
-            "podman_host_flavor": "db",
+            "podman_hosts_default_flavor": HOST_FLAVOR,
         }
 
     def remove_releases(self) -> None:
@@ -284,23 +331,49 @@ class Topology:
 
         return find(data["all"]) or []
 
+    def record(self, **figures: float | int) -> None:
+        """Keep figures of this topology's runs in its timings.json (bench_environments.py --reuse)."""
+        path = self.root / "timings.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**known, **figures}, indent=2, sort_keys=True) + "\n")
+
     def changed(self, result: subprocess.CompletedProcess) -> dict[str, int]:
         return {host: counts["changed"] for host, counts in recap(result).items()}
 
 
 @contextlib.contextmanager
 def running(env: str, kube: Kube, root: Path) -> Iterator[Topology]:
-    """The topology of an environment: vault seeded, cluster prepared, hosts up; removed after."""
-    topology = Topology(env, root, kube)
-    seed_vault(topology.inventory)
+    """The topology of an environment: vault seeded, cluster prepared, hosts up; removed after.
+
+    With OPENPOLICY_E2E_ENV_KEEP=FILE the topology is made in FILE.d and left up (hosts,
+    inventory copy, credentials), and FILE names that folder; OPENPOLICY_E2E_ENV_REUSE=FILE
+    takes such a topology instead of making one (bench/bench_environments.py measures on it, and
+    a case runs again on it with -k), and leaves it up too."""
+    reuse, keep = os.environ.get(REUSE), os.environ.get(KEEP)
+    if reuse:
+        topology = Topology(env, Path(Path(reuse).read_text().strip()), kube, create=False)
+    else:
+        if keep:
+            # Beside the KEEP file, not under pytest's folders (a later session removes those).
+            root = Path(keep + ".d")
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(mode=0o700, parents=True)
+        topology = Topology(env, root, kube)
+        seed_vault(topology.inventory)
     topology.prepare_cluster()
-    started = topology.start_hosts()
-    assert started.returncode == 0, started.stdout[-4000:]
+    if not reuse:
+        began = time.monotonic()
+        started = topology.start_hosts()
+        assert started.returncode == 0, started.stdout[-4000:]
+        topology.record(hosts=len(topology.hosts), hosts_start_s=round(time.monotonic() - began, 1))
     try:
         yield topology
     finally:
         topology.remove_releases()
-        topology.stop_hosts()
+        if keep and not reuse:
+            Path(keep).write_text(f"{topology.root}\n")
+        elif not reuse:
+            topology.stop_hosts()
 
 
 def seed_vault(inventory: Path) -> None:
@@ -330,4 +403,13 @@ def seed_vault_file(vault: Path) -> None:
     assert encrypted.returncode == 0, encrypted.stderr
 
 
-__all__ = ["Topology", "inventory_hosts", "monitoring_crds", "running", "seed_vault", "seed_vault_file"]
+__all__ = [
+    "KEEP",
+    "REUSE",
+    "Topology",
+    "inventory_hosts",
+    "monitoring_crds",
+    "running",
+    "seed_vault",
+    "seed_vault_file",
+]
