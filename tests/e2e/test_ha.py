@@ -10,8 +10,8 @@ the host's network), clear of `make up` (5432/6379) and of Molecule's ranges. No
 needed. Lean for `make test`: the environment is provisioned once and shared by every case;
 after that only the narrow playbooks a case is about run (provision_ha.yml + provision_backups.yml
 for the rerun, rotate_secrets.yml without delivery, backup.yml then restore_drill.yml,
-switchover.yml), and the bad-topology runs (preflight only, the control host) run side by side. The tests of this module build on
-each other in file order.
+switchover.yml), and the bad-topology runs (preflight only, the control host) run side by side.
+The tests of this module build on each other in file order.
 """
 
 from __future__ import annotations
