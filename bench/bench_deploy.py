@@ -18,7 +18,6 @@ Not part of `make test` (no timing is asserted). Heavy: run it under the machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,8 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.helm_loop import plain_helm_loop, run  # noqa: E402
 from bench.results_file import write_results  # noqa: E402
-from tests.helpers import recap, run_playbook, toolchain_env  # noqa: E402
+from tests.helpers import recap, run_playbook  # noqa: E402
 
 CLUSTER = "openpolicy-bench-deploy"
 ANSIBLE_NS = "openpolicy-bench-ansible"
@@ -50,13 +50,6 @@ TIER_ORDER = (
 FAILING_TIMEOUT = 30
 
 
-def run(cmd: list[str], stdin: str | None = None) -> str:
-    result = subprocess.run(cmd, input=stdin, env=toolchain_env(), text=True, capture_output=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])}... failed: {result.stderr.strip()[-1000:]}")
-    return result.stdout
-
-
 def timed_playbook(name: str, extra: dict, expect_ok: bool = True) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
     result = run_playbook(name, extra_vars=extra, timeout=1800)
@@ -68,80 +61,6 @@ def timed_playbook(name: str, extra: dict, expect_ok: bool = True) -> tuple[floa
 
 def changed_total(result: subprocess.CompletedProcess) -> int:
     return sum(counts["changed"] for counts in recap(result).values())
-
-
-def plain_helm_loop(kube: list[str], helm: list[str], workdir: Path, namespace: str, jobs: int = 1) -> float:
-    """The peer: what an operator would script by hand, `helm upgrade --install --wait` over the
-    values deploy.yml gave each release (read back from Helm): one at a time in tier order, or
-    with `jobs` > 1 the services `jobs` at a time through `xargs -P` (after the baseline)."""
-    workdir = workdir / namespace
-    workdir.mkdir()
-    baseline = json.loads(
-        run(
-            [
-                *helm,
-                "get",
-                "values",
-                f"openpolicy-platform-{ANSIBLE_NS.removeprefix('openpolicy-')}",
-                "-n",
-                "openpolicy-system",
-                "-o",
-                "json",
-            ]
-        )
-    )
-    baseline["namespace"]["name"] = namespace
-    baseline["priorityClasses"]["create"] = False
-    files = {"baseline": workdir / "baseline.json"}
-    files["baseline"].write_text(json.dumps(baseline))
-    for name in TIER_ORDER:
-        files[name] = workdir / f"{name}.json"
-        files[name].write_text(run([*helm, "get", "values", name, "-n", ANSIBLE_NS, "-o", "json"]))
-    # The services' Secrets as deploy.yml delivered them, for the loop's namespace.
-    secrets = json.loads(
-        run(
-            [
-                *kube,
-                "get",
-                "secrets",
-                "-n",
-                ANSIBLE_NS,
-                "-l",
-                "app.kubernetes.io/managed-by=openpolicy-deploy",
-                "-o",
-                "json",
-            ]
-        )
-    )
-    for item in secrets["items"]:
-        item["metadata"] = {"name": item["metadata"]["name"], "labels": item["metadata"].get("labels", {})}
-    started = time.monotonic()
-    run(
-        [
-            *helm,
-            "upgrade",
-            "--install",
-            f"openpolicy-platform-{namespace}",
-            str(REPO / "charts" / "openpolicy-platform"),
-            "-n",
-            "openpolicy-system",
-            "-f",
-            str(files["baseline"]),
-            "--wait",
-            "--timeout",
-            "120s",
-        ]
-    )
-    run([*kube, "apply", "-n", namespace, "-f", "-"], stdin=json.dumps(secrets))
-    chart = str(REPO / "charts" / "openpolicy-service")
-    upgrade = [*helm, "upgrade", "--install", "{}", chart, "-n", namespace, "-f", f"{workdir}/{{}}.json"]
-    upgrade += ["--wait", "--timeout", "300s"]
-    if jobs > 1:
-        run(["xargs", "-P", str(jobs), "-I{}", *upgrade], stdin="\n".join(TIER_ORDER) + "\n")
-    else:
-        for name in TIER_ORDER:
-            run([part.replace("{}", name) for part in upgrade])
-    return time.monotonic() - started
 
 
 def main() -> None:
@@ -167,8 +86,10 @@ def main() -> None:
     try:
         cold, _ = timed_playbook("deploy.yml", extra)
         noop, again = timed_playbook("deploy.yml", extra)
-        plain = plain_helm_loop(kube, helm, state, PLAIN_NS)
-        parallel = plain_helm_loop(kube, helm, state, PARALLEL_NS, jobs=len(TIER_ORDER))
+        plain = plain_helm_loop(kube, helm, state, source=ANSIBLE_NS, namespace=PLAIN_NS, names=list(TIER_ORDER))
+        parallel = plain_helm_loop(
+            kube, helm, state, source=ANSIBLE_NS, namespace=PARALLEL_NS, names=list(TIER_ORDER), jobs=len(TIER_ORDER)
+        )
         print(f"deploy.yml, nine services, cold:        {cold:6.1f} s")
         print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (deploy.yml / loop = {cold / plain:.2f})")
         jobs = f"xargs -P {len(TIER_ORDER)}"

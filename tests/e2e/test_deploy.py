@@ -195,3 +195,20 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(env: DeployEnv, cold, c
     assert re.match(rf"^(preflight: )?[\w/]*{setting}\b", final), final
     assert "\n" not in final and "\\n" not in final, final
     assert env.snapshot() == before, f"{case} changed the cluster"
+
+
+def test_upgrade_and_rollback_over_replicas_another_manager_wrote(env: DeployEnv, cold):
+    """An HPA writes .spec.replicas through the scale subresource, as `kubectl scale` does. Helm 4
+    applies server-side: without forcing that field's conflict the next upgrade, and a rollback,
+    would stop on it (bench_scale found it: an upgrade after the autoscalers had scaled up)."""
+    service = "api-gateway"
+    env.kube.run("scale", "deployment", service, "--replicas=2", "-n", NAMESPACE)
+    upgrade = env.deploy(services=service, version="1.5.0")
+    assert upgrade.returncode == 0, output(upgrade)
+    assert env.image_tag(service) == "1.5.0"
+    env.kube.run("scale", "deployment", service, "--replicas=2", "-n", NAMESPACE)
+    back = env.rollback(service=service)
+    assert back.returncode == 0, output(back)
+    assert env.image_tag(service) == "1.4.2"
+    ready, wanted = env.ready()[service]
+    assert ready == wanted == 1

@@ -1,0 +1,79 @@
+"""The plain tool the deploy benchmarks compare against: what an operator would script by hand,
+`helm upgrade --install --wait` over the same charts, values and Secrets that deploy.yml gave
+its releases (read back from Helm and the cluster), one at a time in order, or `jobs` at a time
+through `xargs -P`, into a namespace of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import REPO, toolchain_env
+
+
+def run(cmd: list[str], stdin: str | None = None) -> str:
+    result = subprocess.run(cmd, input=stdin, env=toolchain_env(), text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed: {result.stderr.strip()[-1000:]}")
+    return result.stdout
+
+
+def plain_helm_loop(
+    kube: list[str],
+    helm: list[str],
+    workdir: Path,
+    *,
+    source: str,
+    namespace: str,
+    names: list[str],
+    jobs: int = 1,
+    charts: Path = REPO / "charts",
+) -> float:
+    """Install `names` (in that order) into `namespace` with the values deploy.yml gave them in
+    `source`, after the same platform baseline and Secrets, from `charts` (deploy.yml's
+    openpolicy_charts_dir); returns the seconds the loop took."""
+    workdir = workdir / namespace
+    workdir.mkdir()
+    platform_release = f"openpolicy-platform-{source.removeprefix('openpolicy-')}"
+    baseline = json.loads(run([*helm, "get", "values", platform_release, "-n", "openpolicy-system", "-o", "json"]))
+    baseline["namespace"]["name"] = namespace
+    baseline["priorityClasses"]["create"] = False
+    files = {"baseline": workdir / "baseline.json"}
+    files["baseline"].write_text(json.dumps(baseline))
+    for name in names:
+        files[name] = workdir / f"{name}.json"
+        files[name].write_text(run([*helm, "get", "values", name, "-n", source, "-o", "json"]))
+    selector = "app.kubernetes.io/managed-by=openpolicy-deploy"
+    secrets = json.loads(run([*kube, "get", "secrets", "-n", source, "-l", selector, "-o", "json"]))
+    for item in secrets["items"]:
+        item["metadata"] = {"name": item["metadata"]["name"], "labels": item["metadata"].get("labels", {})}
+    started = time.monotonic()
+    run(
+        [
+            *helm,
+            "upgrade",
+            "--install",
+            f"openpolicy-platform-{namespace}",
+            str(charts / "openpolicy-platform"),
+            "-n",
+            "openpolicy-system",
+            "-f",
+            str(files["baseline"]),
+            "--wait",
+            "--timeout",
+            "120s",
+        ]
+    )
+    if secrets["items"]:
+        run([*kube, "apply", "-n", namespace, "-f", "-"], stdin=json.dumps(secrets))
+    chart = str(charts / "openpolicy-service")
+    upgrade = [*helm, "upgrade", "--install", "{}", chart, "-n", namespace, "-f", f"{workdir}/{{}}.json"]
+    upgrade += ["--wait", "--timeout", "300s"]
+    if jobs > 1:
+        run(["xargs", "-P", str(jobs), "-I{}", *upgrade], stdin="\n".join(names) + "\n")
+    else:
+        for name in names:
+            run([part.replace("{}", name) for part in upgrade])
+    return time.monotonic() - started
