@@ -383,7 +383,7 @@ def seed_vault(inventory: Path) -> None:
 
 def seed_vault_file(vault: Path) -> None:
     """A vault before its first run, encrypted with the tests' password: what a provider issues
-    (SMTP password, Slack webhook), as an operator adds it with ansible-vault. Stand-ins, named
+    (SMTP password, Slack and other webhooks), as an operator adds it with ansible-vault. Stand-ins, named
     as such: nothing here sends mail or posts to Slack."""
     token = secrets.token_urlsafe(24)
     values = {
@@ -391,6 +391,8 @@ def seed_vault_file(vault: Path) -> None:
         "vault_slack_webhook_url": f"https://hooks.slack.example/services/T0STANDIN/B0STANDIN/{token}",
         # PagerDuty's Events API v2 routing key: 32 characters.
         "vault_pagerduty_routing_key": secrets.token_hex(16),
+        # dev's webhook receiver (an address of the operator's own).
+        "vault_alertmanager_webhook_url": f"https://alerts.example/openpolicy-dev/{token}",
     }
     vault.write_text(yaml.safe_dump(values))
     encrypted = subprocess.run(

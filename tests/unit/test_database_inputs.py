@@ -13,7 +13,10 @@ from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog a
 
 from tests.helpers import REPO, failure_messages, run_playbook
 
-GROUP_VARS = REPO / "inventories" / "local" / "group_vars" / "all"
+INVENTORIES = REPO / "inventories"
+# What follows from the catalog and the vault: the same in every environment, so in no inventory.
+SHARED_VARS = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all" / "databases.yml").read_text())
+DERIVED = ("postgresql_service_schemas", "postgresql_role_passwords", "redis_users", "redis_user_passwords")
 ONLY_DATABASES = {"preflight_roles_to_validate": ["postgresql", "redis"]}
 
 BAD_INPUTS = {
@@ -78,13 +81,10 @@ BAD_INPUTS = {
 }
 
 
-def load(name: str) -> dict:
-    return yaml.safe_load((GROUP_VARS / name).read_text())
-
-
-def test_local_inventory_follows_the_catalog() -> None:
+def test_the_databases_follow_the_catalog_in_every_inventory() -> None:
     """The schemas, login roles and Redis users come from the catalog through the shared layer
-    (openpolicy_platform), not from a copy of the catalog in the inventory."""
+    (openpolicy_platform, playbooks/group_vars/all/databases.yml), never from a copy of the
+    catalog in an inventory."""
     catalog = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
     expected = [{"name": s["schema"], "schema": s["schema"]} for s in catalog["services"] if "postgresql" in s["needs"]]
     derived = platform.platform_inputs(catalog)
@@ -92,17 +92,19 @@ def test_local_inventory_follows_the_catalog() -> None:
     assert derived["redis_users"] == [
         {"name": s["name"].replace("-", "_")} for s in catalog["services"] if "redis" in s["needs"]
     ]
-    assert "openpolicy_catalog_services" not in load("postgresql.yml")
-    assert "openpolicy_platform" in load("postgresql.yml")["postgresql_service_schemas"]
-    assert "openpolicy_platform" in load("redis.yml")["redis_users"]
+    assert "openpolicy_platform" in SHARED_VARS["postgresql_service_schemas"]
+    assert "openpolicy_platform" in SHARED_VARS["redis_users"]
+    for path in sorted(INVENTORIES.glob("*/group_vars/all/*.yml")):
+        copied = set(yaml.safe_load(path.read_text()) or {}) & {*DERIVED, "openpolicy_catalog_services"}
+        assert not copied, f"{path.relative_to(REPO)} copies {sorted(copied)}: they come from databases.yml"
 
 
-def test_local_inventory_keeps_passwords_out_of_git() -> None:
-    # Never a literal: a password lookup into the gitignored credentials folder, or vault_ keys.
-    for name, key in (("postgresql.yml", "postgresql_role_passwords"), ("redis.yml", "redis_user_passwords")):
-        value = load(name)[key]
-        assert isinstance(value, str), f"{key} in {name} must be a template, not literal passwords"
-        assert "ansible.builtin.password" in value or "vault_" in value, f"{key} in {name}: lookup or vault only"
+def test_database_passwords_come_from_the_vault() -> None:
+    # Never a literal: vault_ keys (roles/secrets generates or checks them).
+    for key in ("postgresql_role_passwords", "redis_user_passwords"):
+        value = SHARED_VARS[key]
+        assert isinstance(value, str), f"{key} must be a template, not literal passwords"
+        assert "vault_" in value, f"{key}: from the vault only"
     assert "inventories/*/credentials/" in (REPO / ".gitignore").read_text()
 
 

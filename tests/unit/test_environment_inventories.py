@@ -1,0 +1,145 @@
+"""dev, sample, staging and production are complete for site.yml's databases, and a bad inventory
+stops in one line naming the setting.
+
+Each run is the real playbooks/preflight.yml (what site.yml runs first) against the real
+inventory or a copy of it with one change, on the control host only: the vault is kept in the
+test's folder (seeded with the providers' stand-ins, as tests/e2e/topology.py does) and the
+managed hosts are not contacted (`preflight_hosts_reached`), so nothing can be started or
+changed. What needs a host that does not answer (an unreachable host) stays in
+tests/e2e/test_environments.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.topology import seed_vault_file
+from tests.helpers import REPO, failure_messages, toolchain_env
+
+DATABASE_ROLES = ["postgresql", "redis", "pgbackrest", "etcd_cluster", "patroni", "postgresql_router"]
+# What every db host must resolve to, from the catalog and the vault (databases.yml), whatever
+# the environment: a login role per service schema with its password, and a Redis user per
+# service with its password.
+CHECK = [
+    {
+        "name": "Environment inventory | every db host gets the catalog's schemas, roles and users",
+        "hosts": "control",
+        "gather_facts": False,
+        "tasks": [
+            {
+                "name": "Check what each db host will use",
+                "ansible.builtin.assert": {
+                    "that": [
+                        "hostvars[item].postgresql_service_schemas | map(attribute='schema') | list == schemas",
+                        "hostvars[item].postgresql_service_schemas | map(attribute='name')"
+                        " | difference(hostvars[item].postgresql_role_passwords.keys()) | length == 0",
+                        "hostvars[item].postgresql_role_passwords.values() | map('length') | min >= 32",
+                        "hostvars[item].redis_users | map(attribute='name') | list == redis_users + ['redis_exporter']",
+                        "hostvars[item].redis_user_passwords.values() | map('length') | min >= 32",
+                        "hostvars[item].pgbackrest_repo_cipher_pass | length >= 40",
+                    ],
+                    "quiet": True,
+                },
+                "loop": "{{ groups['db'] }}",
+                "vars": {
+                    "schemas": "{{ openpolicy_platform.postgresql_schemas | map(attribute='schema') | list }}",
+                    "redis_users": "{{ openpolicy_platform.redis_users | map(attribute='name') | list }}",
+                },
+                "no_log": True,
+            }
+        ],
+    }
+]
+
+
+def preflight(inventory: Path, root: Path, *more: str) -> subprocess.CompletedProcess:
+    vault = root / "vault.yml"
+    seed_vault_file(vault)
+    extra = {
+        "preflight_roles_to_validate": DATABASE_ROLES,
+        "preflight_hosts_reached": True,
+        "secrets_vault_file": str(vault),
+        # Production generates nothing unasked: its documented first run asks, as here.
+        "secrets_generate_missing": True,
+        # The shared layer finds the catalog next to the playbook that runs; the check runs from
+        # the test's folder, so it is named here.
+        "openpolicy_catalog_file": str(REPO / "catalog" / "services.yml"),
+    }
+    cmd = ["ansible-playbook", "-i", str(inventory), "playbooks/preflight.yml", *more, "-e", json.dumps(extra)]
+    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=900, check=False)
+
+
+@pytest.mark.parametrize("env", ["dev", "sample", "staging", "production"])
+def test_the_inventory_gives_every_db_host_the_catalogs_databases(env: str, tmp_path: Path):
+    check = tmp_path / "check.yml"
+    check.write_text(yaml.safe_dump(CHECK, sort_keys=False))
+    # Beside the check, the playbooks' group_vars: Ansible reads them next to each playbook run.
+    (tmp_path / "group_vars").symlink_to(REPO / "playbooks" / "group_vars")
+    result = preflight(REPO / "inventories" / env, tmp_path, str(check))
+    assert result.returncode == 0, f"{env}:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+    assert "Check what each db host will use" in result.stdout
+
+
+# --- bad inventories: a copy of staging with one change -----------------------------------------
+
+STAGING = REPO / "inventories" / "staging"
+DB_HOSTS = [f"openpolicy-staging-db{n}" for n in (1, 2, 3)]
+
+
+def group_members(hosts: dict, group: str) -> dict:
+    return hosts["all"]["children"]["ssh_hosts"]["children"][group]
+
+
+def keep_hosts(group: str, keep: int) -> Callable[[dict], None]:
+    def change(hosts: dict) -> None:
+        members = group_members(hosts, group)
+        members["hosts"] = dict(list(members["hosts"].items())[:keep]) or None
+
+    return change
+
+
+def set_host_var(group: str, host: str, name: str, value) -> Callable[[dict], None]:
+    def change(hosts: dict) -> None:
+        group_members(hosts, group)["hosts"][host][name] = value
+
+    return change
+
+
+# case: (change of hosts.yml, what the one line names)
+BAD = {
+    "no repository host": (keep_hosts("backup", 0), "pgbackrest_repo_group"),
+    # Under Patroni no host is configured as a replica of another: Patroni chooses the primary.
+    "a replica named under Patroni": (
+        set_host_var("db", DB_HOSTS[1], "postgresql_replica_of", DB_HOSTS[0]),
+        f"postgresql_replica_of of {DB_HOSTS[1]}: expected empty with postgresql_ha: patroni",
+    ),
+    "an even number of etcd members": (keep_hosts("etcd", 2), "expected an odd number of"),
+    "pg_hba networks leave out the cluster's nodes": (
+        set_host_var("db", DB_HOSTS[0], "postgresql_hba_networks", ["10.30.8.0/21"]),
+        f"postgresql_hba_networks of {DB_HOSTS[0]}",
+    ),
+    "empty db group": (keep_hosts("db", 0), "postgresql_hosts_group"),
+    # Under Patroni the services reach the primary through the router host only.
+    "no router host under Patroni": (keep_hosts("db_router", 0), "postgresql_router_hosts_group"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_a_bad_inventory_stops_in_one_line_naming_the_setting(case: str, tmp_path: Path):
+    change, setting = BAD[case]
+    inventory = tmp_path / "staging"
+    shutil.copytree(STAGING, inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    change(hosts)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    result = preflight(inventory, tmp_path)
+    assert result.returncode != 0, f"{case}: {result.stdout[-3000:]}"
+    messages = failure_messages(result)
+    assert any(setting in m and "\n" not in m for m in messages), (case, messages, result.stdout[-3000:])
