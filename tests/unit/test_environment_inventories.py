@@ -5,8 +5,8 @@ Each run is the real playbooks/preflight.yml (what site.yml runs first) against 
 inventory or a copy of it with one change, on the control host only: the vault is kept in the
 test's folder (seeded with the providers' stand-ins, as tests/e2e/topology.py does) and the
 managed hosts are not contacted (`preflight_hosts_reached`), so nothing can be started or
-changed. What needs a host that does not answer (an unreachable host) stays in
-tests/e2e/test_environments.py.
+changed. An unreachable host is a real one: every host moved to a loopback port nothing listens
+on, so its SSH login is refused at once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.topology import seed_vault_file
+from tests.e2e.topology import HOST_PORTS, SHARED_PORTS, seed_vault_file
 from tests.helpers import REPO, failure_messages, toolchain_env
 
 DATABASE_ROLES = ["postgresql", "redis", "pgbackrest", "etcd_cluster", "patroni", "postgresql_router"]
@@ -59,12 +59,12 @@ CHECK = [
 ]
 
 
-def preflight(inventory: Path, root: Path, *more: str) -> subprocess.CompletedProcess:
+def preflight(inventory: Path, root: Path, *more: str, reach: bool = False) -> subprocess.CompletedProcess:
     vault = root / "vault.yml"
     seed_vault_file(vault)
     extra = {
         "preflight_roles_to_validate": DATABASE_ROLES,
-        "preflight_hosts_reached": True,
+        "preflight_hosts_reached": not reach,
         "secrets_vault_file": str(vault),
         # Production generates nothing unasked: its documented first run asks, as here.
         "secrets_generate_missing": True,
@@ -143,3 +143,44 @@ def test_a_bad_inventory_stops_in_one_line_naming_the_setting(case: str, tmp_pat
     assert result.returncode != 0, f"{case}: {result.stdout[-3000:]}"
     messages = failure_messages(result)
     assert any(setting in m and "\n" not in m for m in messages), (case, messages, result.stdout[-3000:])
+
+
+def test_an_unreachable_host_stops_the_run_before_the_vault_changes(tmp_path: Path):
+    """The secrets generated in the preflight are stored only once every host answered."""
+    inventory = tmp_path / "staging"
+    shutil.copytree(STAGING, inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    # Every SSH host on this machine's loopback, each server on a port of its own as in
+    # tests/e2e/topology.py, above the ephemeral range where nothing listens: each login is refused
+    # at once (never an address of the real staging network).
+    base = 64600
+    number = 0
+    for group in hosts["all"]["children"]["ssh_hosts"]["children"].values():
+        for name in group.get("hosts") or {}:
+            number += 1
+            ports = {key: base + offset + number for key, offset in HOST_PORTS.items()}
+            group["hosts"][name] = {"ansible_host": "127.0.0.1", **ports}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    # The hosts' network and the router moved with them (as topology.py's overlay does).
+    loopback = {
+        "openpolicy_data_networks": ["127.0.0.1/32"],
+        "openpolicy_db_router_address": "127.0.0.1",
+        **{key: base + offset for key, offset in SHARED_PORTS.items()},
+    }
+    (inventory / "group_vars" / "all" / "topology.yml").write_text(yaml.safe_dump(loopback))
+    vault = tmp_path / "vault.yml"
+    result = preflight(inventory, tmp_path, reach=True)
+    assert result.returncode != 0, result.stdout[-3000:]
+    messages = failure_messages(result)
+    assert any("ansible_host/ansible_port of openpolicy-staging-" in m and "\n" not in m for m in messages), messages
+    # The seeded vault holds the three providers' stand-ins only: nothing generated was stored.
+    view = subprocess.run(
+        ["ansible-vault", "view", str(vault)], env=toolchain_env(), text=True, capture_output=True, check=True
+    )
+    assert set(yaml.safe_load(view.stdout)) == {
+        "vault_smtp_password",
+        "vault_slack_webhook_url",
+        "vault_pagerduty_routing_key",
+        "vault_alertmanager_webhook_url",
+    }
+    assert "Check the inputs that carry the environment's secrets" in result.stdout, "the secrets were read first"
