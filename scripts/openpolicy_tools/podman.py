@@ -81,10 +81,27 @@ MONITORING_PACKAGES = (
     "procps",
     "tzdata",
 )
+# A database host of a highly available environment (staging, production) as a cloud image that
+# has the HA and monitoring agents' packages in it, on top of the db flavor's: Patroni (with its
+# etcd client; etcd itself is the toolkit's binary), Redis Sentinel, HAProxy for the router host,
+# the exporters and journal-upload. The roles install the same packages (a no-op here) and
+# configure and start everything themselves.
+# Each of these packages ships a service of its own name (disabled below).
+HA_AGENTS = (
+    "patroni",
+    "redis-sentinel",
+    "haproxy",
+    "prometheus-node-exporter",
+    "prometheus-postgres-exporter",
+    "prometheus-redis-exporter",
+)
+HA_PACKAGES = (*HA_AGENTS, "python3-etcd", "systemd-journal-remote", "openssl", "procps", "tzdata")
 # Services the packages install: the image ships them disabled, so that the roles that own
 # them (podman_hosts for sshd, PostgreSQL, Redis) decide when they start.
 HOST_SERVICES = ("ssh",)
 DB_SERVICES = ("postgresql", "redis-server")
+# Debian starts these at install (several on 0.0.0.0): the hosts share this machine's network.
+HA_SERVICES = (*HA_AGENTS, "systemd-journal-remote", "systemd-journal-upload")
 # Debian starts these on 0.0.0.0 at install: the hosts share this machine's network.
 MONITORING_SERVICES = (
     "prometheus",
@@ -148,6 +165,14 @@ FLAVORS: dict[str, Flavor] = {
             description="systemd + PostgreSQL 15 (no cluster), pgBackRest, Redis (services disabled)",
             disable_services=DB_SERVICES,
             finish=(_DROP_MAIN_CLUSTER,),
+        ),
+        Flavor(
+            name="ha",
+            parent="db",
+            packages=HA_PACKAGES,
+            description="db + Patroni, Redis Sentinel, HAProxy, the exporters, journal-upload (services disabled)",
+            disable_services=HA_SERVICES,
+            finish=(_DISABLE_JOURNAL_REMOTE_SOCKET,),
         ),
         Flavor(
             name="monitoring",

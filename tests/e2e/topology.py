@@ -60,10 +60,11 @@ SHARED_PORTS = {
     "alertmanager_port": 191,
     "host_logs_collector_port": 192,
 }
-# The flavor of each host's image (scripts/openpolicy_tools/podman.py): the db image (PostgreSQL,
-# pgBackRest and Redis installed, as on a db host's image) for every host but the monitoring
-# host, which starts from an image with the monitoring packages in it, like a cloud image would.
-HOST_FLAVOR = "db"
+# The flavor of each host's image (scripts/openpolicy_tools/podman.py): the ha image (PostgreSQL,
+# pgBackRest, Redis, Patroni, Sentinel, HAProxy and the agents installed, as on a db host's
+# image) for every host but the monitoring host, which starts from an image with the monitoring
+# packages in it, like a cloud image would. The roles install the same packages (a no-op then).
+HOST_FLAVOR = "ha"
 GROUP_FLAVORS = {"monitoring": "monitoring"}
 # A cold site.yml on seven hosts takes half an hour and more on this 2-core machine under load:
 # a run stopped earlier tells nothing (its output is kept under logs/ either way).

@@ -137,6 +137,11 @@ def test_step_scripts_keep_services_from_starting_and_disable_them() -> None:
     root = podman.step_script(podman.FLAVORS["systemd"])
     assert "systemctl disable ssh.service" in root
     assert root.index("apt-get install") < root.index("rm -f /etc/ssh/ssh_host_*")
+    # The HA hosts' agents come installed, off until their roles have configured them.
+    assert podman.lineage("ha") == ["systemd", "db", "ha"]
+    ha = podman.step_script(podman.FLAVORS["ha"])
+    for service in ("patroni", "redis-sentinel", "haproxy", "prometheus-node-exporter", "systemd-journal-upload"):
+        assert f"systemctl disable {service}.service" in ha
 
 
 def test_debootstrap_command_and_mirror() -> None:
