@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e.topology import inventory_hosts
 from tests.helpers import REPO, failure_messages, run_playbook, toolchain_env
 
 CASES = {
@@ -30,13 +31,18 @@ CASES = {
 }
 
 
+# The containers this run could start: one per host of the local inventory, named after it.
+# Other modules (and other checkouts) start and remove containers of their own meanwhile.
+LOCAL_HOSTS = set(inventory_hosts(REPO / "inventories" / "local" / "hosts.yml"))
+
+
 def podman_containers() -> list[str]:
     result = subprocess.run(
         ["podman", "ps", "-a", "--format", "json"], env=toolchain_env(), text=True, capture_output=True, check=False
     )
     if result.returncode != 0:
         return []
-    return sorted(c["Names"][0] for c in json.loads(result.stdout or "[]"))
+    return sorted(name for c in json.loads(result.stdout or "[]") if (name := c["Names"][0]) in LOCAL_HOSTS)
 
 
 @pytest.mark.parametrize("case", list(CASES))
