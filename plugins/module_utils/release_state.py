@@ -132,9 +132,20 @@ def storage_labels(listing: dict | str) -> dict[str, dict]:
     out = {}
     for item in _items(listing):
         labels = (item.get("metadata") or {}).get("labels") or {}
-        if labels.get("owner") == "helm" and labels.get("name"):
+        if labels.get("owner") == "helm" and labels.get("name") and labels.get("status") == "deployed":
             out[labels["name"]] = labels
     return out
+
+
+def namespace_objects(listing: dict | str) -> dict:
+    """From one `kubectl get secrets,deployments,configmaps -o json` of a namespace: its
+    Deployments and ConfigMaps as one List ("listing", what namespace_state reads) and the names
+    of its Secrets ("secret_names"); no Secret's data is kept."""
+    items = _items(listing)
+    return {
+        "listing": {"apiVersion": "v1", "kind": "List", "items": [i for i in items if i.get("kind") != "Secret"]},
+        "secret_names": sorted(i["metadata"]["name"] for i in items if i.get("kind") == "Secret"),
+    }
 
 
 def revisions_to_read(history: list[dict], full: bool) -> list[int]:
@@ -455,3 +466,30 @@ def table(rows: list[dict], columns: list[str]) -> list[str]:
     cells = [[str(c) for c in columns]] + [[str(row.get(c, "")) for c in columns] for row in rows or []]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
+
+
+def deploy_reasons(plan: dict, state: dict, needed_secrets: list[str], namespace: str, context: str = "") -> list[str]:
+    """Why a deploy has something to do, one short reason each; none proves that a run of
+    ``plan`` (release_plan of the run's services against ``state``, the helm_releases result read
+    with labelled and namespace_objects) would change nothing: every release of the run as
+    planned (values, chart, version: the digest labels), no Deployment scaled by hand, no release
+    left pending, every Secret the services read present and the live set recorded."""
+    from ansible_collections.openpolicy.deploy.plugins.module_utils.openpolicy_drift import with_live_replicas
+
+    releases = state.get("releases") or {}
+    items = _items(state.get("listing") or {})
+    deployments = [
+        i
+        for i in items
+        if i.get("kind") == "Deployment"
+        and ((i.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == "Helm"
+    ]
+    planned = with_live_replicas(plan, deployments)
+    reasons = [f"{name} changes" for name, entry in sorted(planned.items()) if entry["changed"]]
+    reasons += [f"{item['service']} is pending" for item in interrupted_releases(releases, namespace, context)]
+    missing = sorted(set(needed_secrets or []) - set(state.get("secret_names") or []))
+    reasons += [f"Secret {name} is missing" for name in missing]
+    sets = namespace_state({"items": items})["sets"]
+    if not same_set(live_services(releases), sets[-1] if sets else None):
+        reasons.append("the live release set is not recorded")
+    return reasons
