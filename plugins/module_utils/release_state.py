@@ -175,14 +175,15 @@ def previous_revision(release_: dict) -> int:
     return 0
 
 
-def failed_upgrade(service: str, release_: dict | None, detail: str = "") -> str:
+def failed_upgrade(service: str, release_: dict | None, detail: str = "", stopped: str = "") -> str:
     """The one line a failed upgrade ends with: "service X: revision N failed, revision M is
     serving (how it got there): why N failed". ``detail`` (Helm's error) stands in for the
-    reason when the history has no failed revision."""
+    reason when the history has no failed revision; ``stopped`` (why the deploy's watch stopped
+    the upgrade: its pods could not start) is the reason when given."""
     history = (release_ or {}).get("history") or []
     failed = [e for e in history if e["status"] == "failed"]
     deployed = (release_ or {}).get("deployed")
-    why = " ".join((failed[-1].get("description", "") if failed else detail).split())
+    why = " ".join((stopped or (failed[-1].get("description", "") if failed else detail)).split())
     failed_text = f"revision {failed[-1]['revision']} failed" if failed else "the upgrade failed"
     if deployed:
         how = f" ({deployed['description']})" if deployed.get("description") else ""
@@ -493,3 +494,33 @@ def deploy_reasons(plan: dict, state: dict, needed_secrets: list[str], namespace
     if not same_set(live_services(releases), sets[-1] if sets else None):
         reasons.append("the live release set is not recorded")
     return reasons
+
+
+# A container that waits with one of these reasons cannot start: its pod will not become Ready.
+FAILING_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+)
+
+
+def pods_failing(listing: dict | str, releases: list[str]) -> dict[str, str]:
+    """{release: "pod P in CrashLoopBackOff"} for each of ``releases`` (app.kubernetes.io/instance)
+    with a pod that is not being deleted and has a container waiting for a reason in FAILING_REASONS,
+    from one `kubectl get pods -o json`."""
+    out = {}
+    for pod in _items(listing):
+        metadata = pod.get("metadata") or {}
+        release = (metadata.get("labels") or {}).get("app.kubernetes.io/instance")
+        if release not in releases or release in out or metadata.get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            reason = ((container.get("state") or {}).get("waiting") or {}).get("reason", "")
+            if reason in FAILING_REASONS:
+                out[release] = f"pod {metadata.get('name', '')} in {reason}"
+                break
+    return out
