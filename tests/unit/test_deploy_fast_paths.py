@@ -22,7 +22,6 @@ from tests.unit.test_release_labels import (
     VALUES,
     listed,
     storage,
-    test_module_reads_only_the_releases_without_trusted_labels,
 )
 
 SERVICE = "auth-service"
