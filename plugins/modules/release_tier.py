@@ -19,22 +19,10 @@ description:
   - "Never fails itself: each release's result says how its Helm ended (the playbook names the
     failure in one line). An API server that stops answering is Helm's error to report."
 options:
-  namespace:
-    description: Namespace of the releases.
-    type: str
-    required: true
-  kubeconfig:
-    description: Kubeconfig file.
-    type: path
-    required: true
-  context:
-    description: Context of that kubeconfig; empty for its current one.
-    type: str
-    default: ""
-  chart:
-    description: The chart every release is installed from (a path).
-    type: str
-    required: true
+  namespace: {description: Namespace of the releases., type: str, required: true}
+  kubeconfig: {description: Kubeconfig of the cluster., type: path, required: true}
+  context: {description: Context of the kubeconfig (empty for its current one)., type: str, default: ""}
+  chart: {description: Path of the chart every release is installed from., type: str, required: true}
   releases:
     description: "The tier's releases: [{name, values, labels}]."
     type: list

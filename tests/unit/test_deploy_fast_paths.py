@@ -9,15 +9,13 @@ modules test_deploy.py and test_interrupted_deploy.py run both against the real 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
 from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
 
-from tests.helpers import REPO, toolchain_env
+from tests.unit.test_helm_releases import run_module
 from tests.unit.test_release_labels import (
     VALUES,
     listed,
@@ -192,20 +190,9 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
         "binary": str(tmp_path / "helm"),
         "kubectl": str(tmp_path / "kubectl"),
     }
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "ansible_collections.openpolicy.deploy.plugins.modules.release_tier", str(args)],
-        env=toolchain_env(PYTHONPATH=str(REPO / ".collections")),
-        text=True,
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    releases = run_module("release_tier", tmp_path, module_args)["releases"]
     assert time.monotonic() - started < 20, "the crashing release was left to its timeout"
-    releases = json.loads(result.stdout)["releases"]
     assert releases["fine"]["rc"] == 0 and not releases["fine"]["stopped"]
     assert releases["crash"]["rc"] == 1
     assert releases["crash"]["stopped"].startswith("pod crash-1 in CrashLoopBackOff for ")
