@@ -216,7 +216,11 @@ def main() -> None:
             "helm_loop_parallel_jobs": len(TIER_ORDER),
             "cold_over_sequential_loop": round(cold / plain, 2),
             "cold_over_parallel_loop": round(cold / parallel, 2),
+            # The machine is shared: the load when the runs started (the file has it at the end).
+            "load_average_1m_at_start": round(load_at_start, 2),
         }
+        # Written now too, so that an interrupted run (Ctrl-C) keeps the figures it has.
+        write_results("deploy", figures)
 
         failing = extra | {
             "services": "auth-service",
@@ -249,8 +253,6 @@ def main() -> None:
             "failed_upgrade_helm_timeout_s": FAILING_TIMEOUT,
             "deploy_upgrade_two_s": round(upgraded, 1),
             "rollback_environment_s": round(rollback, 1),
-            # The machine is shared: the load when the runs started (the file has it at the end).
-            "load_average_1m_at_start": round(load_at_start, 2),
         }
         write_results("deploy", figures)
     finally:
