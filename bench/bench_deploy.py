@@ -236,6 +236,12 @@ def main() -> None:
             f"{failed - FAILING_TIMEOUT:+.1f} s against it)"
         )
         print(f"failed upgrade: new revision to previous revision serving: {to_previous:6.1f} s")
+        figures |= {
+            "failed_upgrade_to_previous_ready_s": round(failed, 1),
+            "failed_revision_to_previous_serving_s": round(to_previous, 1),
+            "failed_upgrade_helm_timeout_s": FAILING_TIMEOUT,
+        }
+        write_results("deploy", figures)
         # The bench cluster has no backup host: the restore point a migrating upgrade takes is
         # measured by bench_restore_point.py, not here.
         upgrade = extra | {
@@ -248,9 +254,6 @@ def main() -> None:
         ratio = f"two releases back; rollback / cold = {rollback / cold:.2f}"
         print(f"rollback.yml, environment to previous set: {rollback:6.1f} s ({ratio})")
         figures |= {
-            "failed_upgrade_to_previous_ready_s": round(failed, 1),
-            "failed_revision_to_previous_serving_s": round(to_previous, 1),
-            "failed_upgrade_helm_timeout_s": FAILING_TIMEOUT,
             "deploy_upgrade_two_s": round(upgraded, 1),
             "rollback_environment_s": round(rollback, 1),
         }
