@@ -226,6 +226,8 @@ def main() -> None:
             "services": "auth-service",
             "version": "1.5.0",
             "service_releases_timeout": FAILING_TIMEOUT,
+            # No backup host here: the restore point of a migrating upgrade is bench_restore_point.py's.
+            "service_releases_restore_point": False,
             "service_releases_values_overrides": {
                 "auth-service": {"podLabels": {"openpolicy.dev/simulate": "crashloop"}}
             },
