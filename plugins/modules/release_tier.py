@@ -103,6 +103,11 @@ def upgrade_command(params: dict, release: dict) -> list[str]:
         "--values=-",
         "--wait=watcher",
         "--rollback-on-failure",
+        # Helm 4 applies server-side: once an HPA has written .spec.replicas (through the scale
+        # subresource) an upgrade, and the rollback on its failure, would stop on that field's
+        # conflict. The chart renders the live count under an HPA, so forcing takes nothing from
+        # it (Helm 3's three-way merge did the same).
+        "--force-conflicts",
         f"--timeout={params['timeout']}s",
         f"--history-max={params['history_max']}",
     ]

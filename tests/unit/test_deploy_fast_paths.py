@@ -202,6 +202,8 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
     for flag in (
         "--wait=watcher",
         "--rollback-on-failure",
+        # An HPA that scaled owns .spec.replicas: without it the upgrade and its rollback stop.
+        "--force-conflicts",
         "--timeout=30s",
         "--labels=openpolicy.dev/values-revision=2",
     ):
