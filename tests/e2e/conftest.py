@@ -44,11 +44,12 @@ MODULE_MINUTES = {
     "test_deploy": 19,
     "test_environments_production": 10,
     "test_secrets": 10,
-    "test_interrupted_deploy": 9,
+    # 3 passed in 12 min at a load of 13-17 (2026-12-02, 7 of them the interrupted cold deploy).
+    "test_interrupted_deploy": 12,
     # 5 passed in 12.7 min at a load of 10-15 (2026-12-02; 5.5 of them the two sets' deploys).
     "test_rollback": 13,
     "test_secrets_rotation": 6,
-    "test_bad_input": 5,
+    "test_bad_input": 6,  # 10 cases in 5.8 min at a load of 13-17 (2026-12-02)
     "test_local_cluster": 5,
 }
 
