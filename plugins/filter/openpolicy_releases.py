@@ -43,4 +43,5 @@ class FilterModule:
             "openpolicy_secrets_to_send": release_state.secrets_to_send,
             "openpolicy_helm_owners": release_state.helm_owners,
             "openpolicy_digest_labels": release_state.digest_labels,
+            "openpolicy_deploy_reasons": release_state.deploy_reasons,
         }

@@ -132,9 +132,20 @@ def storage_labels(listing: dict | str) -> dict[str, dict]:
     out = {}
     for item in _items(listing):
         labels = (item.get("metadata") or {}).get("labels") or {}
-        if labels.get("owner") == "helm" and labels.get("name"):
+        if labels.get("owner") == "helm" and labels.get("name") and labels.get("status") == "deployed":
             out[labels["name"]] = labels
     return out
+
+
+def namespace_objects(listing: dict | str) -> dict:
+    """From one `kubectl get secrets,deployments,configmaps -o json` of a namespace: its
+    Deployments and ConfigMaps as one List ("listing", what namespace_state reads) and the names
+    of its Secrets ("secret_names"); no Secret's data is kept."""
+    items = _items(listing)
+    return {
+        "listing": {"apiVersion": "v1", "kind": "List", "items": [i for i in items if i.get("kind") != "Secret"]},
+        "secret_names": sorted(i["metadata"]["name"] for i in items if i.get("kind") == "Secret"),
+    }
 
 
 def revisions_to_read(history: list[dict], full: bool) -> list[int]:
@@ -164,14 +175,15 @@ def previous_revision(release_: dict) -> int:
     return 0
 
 
-def failed_upgrade(service: str, release_: dict | None, detail: str = "") -> str:
+def failed_upgrade(service: str, release_: dict | None, detail: str = "", stopped: str = "") -> str:
     """The one line a failed upgrade ends with: "service X: revision N failed, revision M is
     serving (how it got there): why N failed". ``detail`` (Helm's error) stands in for the
-    reason when the history has no failed revision."""
+    reason when the history has no failed revision; ``stopped`` (why the deploy's watch stopped
+    the upgrade: its pods could not start) is the reason when given."""
     history = (release_ or {}).get("history") or []
     failed = [e for e in history if e["status"] == "failed"]
     deployed = (release_ or {}).get("deployed")
-    why = " ".join((failed[-1].get("description", "") if failed else detail).split())
+    why = " ".join((stopped or (failed[-1].get("description", "") if failed else detail)).split())
     failed_text = f"revision {failed[-1]['revision']} failed" if failed else "the upgrade failed"
     if deployed:
         how = f" ({deployed['description']})" if deployed.get("description") else ""
@@ -455,3 +467,60 @@ def table(rows: list[dict], columns: list[str]) -> list[str]:
     cells = [[str(c) for c in columns]] + [[str(row.get(c, "")) for c in columns] for row in rows or []]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in cells]
+
+
+def deploy_reasons(plan: dict, state: dict, needed_secrets: list[str], namespace: str, context: str = "") -> list[str]:
+    """Why a deploy has something to do, one short reason each; none proves that a run of
+    ``plan`` (release_plan of the run's services against ``state``, the helm_releases result read
+    with labelled and namespace_objects) would change nothing: every release of the run as
+    planned (values, chart, version: the digest labels), no Deployment scaled by hand, no release
+    left pending, every Secret the services read present and the live set recorded."""
+    from ansible_collections.openpolicy.deploy.plugins.module_utils.openpolicy_drift import with_live_replicas
+
+    releases = state.get("releases") or {}
+    items = _items(state.get("listing") or {})
+    deployments = [
+        i
+        for i in items
+        if i.get("kind") == "Deployment"
+        and ((i.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == "Helm"
+    ]
+    planned = with_live_replicas(plan, deployments)
+    reasons = [f"{name} changes" for name, entry in sorted(planned.items()) if entry["changed"]]
+    reasons += [f"{item['service']} is pending" for item in interrupted_releases(releases, namespace, context)]
+    missing = sorted(set(needed_secrets or []) - set(state.get("secret_names") or []))
+    reasons += [f"Secret {name} is missing" for name in missing]
+    sets = namespace_state({"items": items})["sets"]
+    if not same_set(live_services(releases), sets[-1] if sets else None):
+        reasons.append("the live release set is not recorded")
+    return reasons
+
+
+# A container that waits with one of these reasons cannot start: its pod will not become Ready.
+FAILING_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+)
+
+
+def pods_failing(listing: dict | str, releases: list[str]) -> dict[str, str]:
+    """{release: "pod P in CrashLoopBackOff"} for each of ``releases`` (app.kubernetes.io/instance)
+    with a pod that is not being deleted and has a container waiting for a reason in FAILING_REASONS,
+    from one `kubectl get pods -o json`."""
+    out = {}
+    for pod in _items(listing):
+        metadata = pod.get("metadata") or {}
+        release = (metadata.get("labels") or {}).get("app.kubernetes.io/instance")
+        if release not in releases or release in out or metadata.get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            reason = ((container.get("state") or {}).get("waiting") or {}).get("reason", "")
+            if reason in FAILING_REASONS:
+                out[release] = f"pod {metadata.get('name', '')} in {reason}"
+                break
+    return out

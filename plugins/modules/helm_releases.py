@@ -46,6 +46,13 @@ options:
       with helm history and helm get values. Its history then holds the deployed entry only."
     type: bool
     default: false
+  namespace_objects:
+    description: "With O(labelled): read the namespace's Secrets, Deployments and ConfigMaps in
+      the same C(kubectl get) that reads the labels (in parallel with C(helm list)) and return
+      them as RV(listing) (Deployments and ConfigMaps only) and RV(secret_names): what a no-op
+      deploy needs to prove that nothing is to do, and what the summary shows, in two calls."
+    type: bool
+    default: false
   binary:
     description: The helm program.
     type: str
@@ -71,6 +78,14 @@ releases:
   description: "{name: {history, deployed, current}}."
   returned: always
   type: dict
+listing:
+  description: "The namespace's Deployments and ConfigMaps as one List (C(kubectl get -o json))."
+  returned: with O(namespace_objects)
+  type: dict
+secret_names:
+  description: Names of the namespace's Secrets (no data).
+  returned: with O(namespace_objects)
+  type: list
 """
 
 import json  # noqa: E402 - after the documentation, as Ansible modules are laid out
@@ -90,6 +105,7 @@ def main() -> None:
             "names": {"type": "list", "elements": "str", "default": []},
             "full_history": {"type": "bool", "default": False},
             "labelled": {"type": "bool", "default": False},
+            "namespace_objects": {"type": "bool", "default": False},
             "binary": {"type": "str", "default": "helm"},
             "kubectl": {"type": "str", "default": "kubectl"},
         },
@@ -104,9 +120,20 @@ def main() -> None:
             module.fail_json(msg=f"helm {args[0]}: {' '.join(err.split())}", rc=rc)
         return json.loads(out or "null")
 
-    # Helm 4 has no --all: without a state flag, `helm list` shows the releases of every state
-    # (failed and pending included).
-    listing = helm("list", "--output", "json") or []
+    labelled = params["labelled"] and not params["full_history"]
+    kubectl = release_state.cli_prefix(params, params["kubectl"])
+    if params["namespace_objects"]:
+        # Every Secret (Helm's storage objects among them), Deployment and ConfigMap in one call.
+        read = [*kubectl, "get", "secrets,deployments,configmaps", "-o", "json"]
+    else:
+        read = [*kubectl, "get", "secrets", "--selector", "owner=helm,status=deployed", "-o", "json"]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        # Helm 4 has no --all: without a state flag, `helm list` shows the releases of every state
+        # (failed and pending included). The labels are read at the same time.
+        listed = pool.submit(helm, "list", "--output", "json")
+        stored = pool.submit(module.run_command, read) if labelled or params["namespace_objects"] else None
+        listing = listed.result() or []
+        rc, out, err = stored.result() if stored else (1, "", "")
     wanted = set(params["names"])
     names = sorted(
         item["name"]
@@ -122,12 +149,13 @@ def main() -> None:
             values[revision] = helm("get", "values", name, "--revision", str(revision), "--output", "json") or {}
         return name, release_state.release(history, values)
 
+    extra = {}
+    if params["namespace_objects"]:
+        if rc != 0:
+            module.fail_json(msg=f"kubectl get: {' '.join(err.split())}", rc=rc)
+        extra = release_state.namespace_objects(out)
     releases = {}
-    if params["labelled"] and names and not params["full_history"]:
-        kubectl = release_state.cli_prefix(params, params["kubectl"])
-        rc, out, _ = module.run_command(
-            [*kubectl, "get", "secrets", "--selector", "owner=helm,status=deployed", "-o", "json"]
-        )
+    if labelled and names:
         # No labels to read (another storage driver, no right to list Secrets): every release the slow way.
         labels = release_state.storage_labels(out) if rc == 0 else {}
         by_name = {item["name"]: item for item in listing}
@@ -138,7 +166,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         releases |= dict(pool.map(one, [name for name in names if name not in releases]))
     releases = dict(sorted(releases.items()))
-    module.exit_json(changed=False, releases=releases)
+    module.exit_json(changed=False, releases=releases, **extra)
 
 
 if __name__ == "__main__":

@@ -36,16 +36,20 @@ MODULE_MINUTES = {
     "test_monitoring": 39,
     "test_faults": 31,  # 30m19s with the crash and rebuild cases, under a load of 13-20 (no monitoring host)
     # One staging environment for all its cases: 8 passed in 20.4 min at a load of 8-12 (13.7 min
-    # in an earlier run with one case failing, at a load of 6-13).
-    "test_drift_promote": 20,
-    # 17 passed in 24 min at a load of 15-80 (2026-12-01, with the HPA-conflict case).
-    "test_deploy": 24,
+    # in an earlier run with one case failing, at a load of 6-13); 27.6 min at a load of 6-16
+    # (2026-12-02, on release_tier; the drift repair's deploy of staging alone 5.3 min).
+    "test_drift_promote": 28,
+    # 17 passed in 24 min at a load of 15-80 (2026-12-01, with the HPA-conflict case); 18.6 min
+    # at a load of 11-15 with every release of a tier at once (release_tier, 2026-12-02).
+    "test_deploy": 19,
     "test_environments_production": 10,
     "test_secrets": 10,
-    "test_interrupted_deploy": 9,
-    "test_rollback": 9,
+    # 3 passed in 12 min at a load of 13-17 (2026-12-02, 7 of them the interrupted cold deploy).
+    "test_interrupted_deploy": 12,
+    # 5 passed in 12.7 min at a load of 10-15 (2026-12-02; 5.5 of them the two sets' deploys).
+    "test_rollback": 13,
     "test_secrets_rotation": 6,
-    "test_bad_input": 5,
+    "test_bad_input": 6,  # 10 cases in 5.8 min at a load of 13-17 (2026-12-02)
     "test_local_cluster": 5,
 }
 

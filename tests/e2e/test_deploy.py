@@ -129,6 +129,10 @@ def assert_rolled_back(env: DeployEnv, service: str, before: dict, result) -> No
 def test_upgrade_that_never_becomes_ready_is_rolled_back(env: DeployEnv, cold):
     before, result = failing_upgrade(env, "auth-service", {"podLabels": {"openpolicy.dev/simulate": "crashloop"}})
     assert_rolled_back(env, "auth-service", before, result)
+    # Seen in the pods' state and stopped before Helm's timeout, not found by it.
+    assert re.search(
+        r"in CrashLoopBackOff for \d+ s, stopped before Helm's \d+ s timeout$", failure_messages(result)[-1]
+    )
 
 
 def test_failing_migration_is_rolled_back(env: DeployEnv, cold):

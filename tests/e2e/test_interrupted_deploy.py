@@ -57,7 +57,14 @@ def kill_the_api_server(cluster_vars: dict) -> int:
 def interrupted(env: DeployEnv, cluster_vars: dict) -> dict:
     """A deploy whose two upgrades are in Helm's wait when kube-apiserver is SIGKILLed."""
     runs: list = []
-    held = {"services": ",".join(SERVICES), "service_releases_timeout": 120, "service_releases_values_overrides": HELD}
+    # failure_grace 0: the deploy does not stop the upgrades whose pods cannot start (what it does
+    # by default, test_deploy.py): they stay in Helm's wait until the kill.
+    held = {
+        "services": ",".join(SERVICES),
+        "service_releases_timeout": 120,
+        "service_releases_failure_grace": 0,
+        "service_releases_values_overrides": HELD,
+    }
     deploy = threading.Thread(target=lambda: runs.append(env.deploy(**held)), daemon=True)
     deploy.start()
     deadline = time.monotonic() + 300

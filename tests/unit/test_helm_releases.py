@@ -54,10 +54,15 @@ def calls(tmp_path_factory) -> tuple[dict, list[list[str]]]:
 
 def run_helm_releases(folder, module_args: dict) -> dict:
     """The module helm_releases run as Ansible runs it, with these arguments; its JSON result."""
+    return run_module("helm_releases", folder, module_args)
+
+
+def run_module(name: str, folder, module_args: dict) -> dict:
+    """A module of plugins/modules run as Ansible runs it, with these arguments; its JSON result."""
     args = folder / "args.json"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
     result = subprocess.run(
-        [sys.executable, "-m", "ansible_collections.openpolicy.deploy.plugins.modules.helm_releases", str(args)],
+        [sys.executable, "-m", f"ansible_collections.openpolicy.deploy.plugins.modules.{name}", str(args)],
         env=toolchain_env(PYTHONPATH=str(REPO / ".collections")),
         text=True,
         capture_output=True,

@@ -1,0 +1,203 @@
+#!/usr/bin/python
+"""Install or upgrade the releases of one tier at once, watching their pods in one poll loop."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: release_tier
+short_description: Install or upgrade every release of a tier at once; stop an upgrade whose pods fail
+description:
+  - "Starts one C(helm upgrade --install --wait=watcher --rollback-on-failure) per release, all at
+    once, each with its values on stdin and the labels a deploy records (module_utils/release_state.py
+    digest_labels). Helm stays the authority on the release's state: it marks a revision that did not
+    become Ready failed and returns the release to the revision that served."
+  - "Meanwhile one poll of the namespace's pods (one C(kubectl get pods) per interval for the whole
+    tier) looks for pods of a release that cannot start: a container waiting in CrashLoopBackOff,
+    ImagePullBackOff, ErrImagePull, CreateContainerConfigError, CreateContainerError or
+    InvalidImageName. When a release's pods stay so for O(failure_grace) seconds, its Helm is sent
+    SIGTERM: Helm then fails the revision and rolls back at once, instead of at its timeout."
+  - "Never fails itself: each release's result says how its Helm ended (the playbook names the
+    failure in one line). An API server that stops answering is Helm's error to report."
+options:
+  namespace: {description: Namespace of the releases., type: str, required: true}
+  kubeconfig: {description: Kubeconfig of the cluster., type: path, required: true}
+  context: {description: Context of the kubeconfig (empty for its current one)., type: str, default: ""}
+  chart: {description: Path of the chart every release is installed from., type: str, required: true}
+  releases:
+    description: "The tier's releases: [{name, values, labels}]."
+    type: list
+    elements: dict
+    required: true
+  timeout:
+    description: Seconds Helm waits for a release to be Ready (its hooks included) before it rolls back.
+    type: int
+    default: 300
+  history_max:
+    description: Revisions Helm keeps per release.
+    type: int
+    default: 10
+  failure_grace:
+    description: >-
+      Seconds a release's pods stay unable to start before its upgrade is stopped; 0 leaves it
+      to Helm's timeout.
+    type: int
+    default: 15
+  interval:
+    description: Seconds between two polls of the pods.
+    type: float
+    default: 1.0
+  binary:
+    description: The helm program.
+    type: str
+    default: helm
+  kubectl:
+    description: The kubectl program.
+    type: str
+    default: kubectl
+author: openpolicy-deploy maintainers
+"""
+
+EXAMPLES = r"""
+- name: Deploy the core tier
+  openpolicy.deploy.release_tier:
+    namespace: openpolicy-local
+    kubeconfig: .local/kubeconfig
+    chart: charts/openpolicy-service
+    releases:
+      - {name: auth-service, values: {replicaCount: 1}, labels: {}}
+  register: tier
+"""
+
+RETURN = r"""
+releases:
+  description: "{name: {rc, stdout, stderr, msg, stopped, seconds}}: how each release's Helm ended;
+    C(stopped) is why the watch stopped it (empty when Helm ended by itself)."
+  returned: always
+  type: dict
+"""
+
+import json  # noqa: E402 - after the documentation, as Ansible modules are laid out
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state  # noqa: E402
+
+
+def upgrade_command(params: dict, release: dict) -> list[str]:
+    labels = ",".join(f"{key}={value}" for key, value in sorted((release.get("labels") or {}).items()))
+    command = [
+        params["binary"],
+        "upgrade",
+        "--install",
+        release["name"],
+        params["chart"],
+        f"--namespace={params['namespace']}",
+        f"--kubeconfig={params['kubeconfig']}",
+    ]
+    command += [f"--kube-context={params['context']}"] if params["context"] else []
+    command += [
+        "--reset-values",
+        "--values=-",
+        "--wait=watcher",
+        "--rollback-on-failure",
+        # Helm 4 applies server-side: once an HPA has written .spec.replicas (through the scale
+        # subresource) an upgrade, and the rollback on its failure, would stop on that field's
+        # conflict. The chart renders the live count under an HPA, so forcing takes nothing from
+        # it (Helm 3's three-way merge did the same).
+        "--force-conflicts",
+        f"--timeout={params['timeout']}s",
+        f"--history-max={params['history_max']}",
+    ]
+    return command + ([f"--labels={labels}"] if labels else [])
+
+
+class Upgrade:
+    """One release's Helm, run in the background with its values on stdin."""
+
+    def __init__(self, command: list[str], values: dict):
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.output = ("", "")
+        self.stopped = ""
+        self.ended = 0.0
+        self.reader = threading.Thread(target=self._communicate, args=(json.dumps(values),), daemon=True)
+        self.reader.start()
+
+    def _communicate(self, values: str) -> None:
+        self.output = self.process.communicate(values)
+        self.ended = time.monotonic()
+
+    def running(self) -> bool:
+        return self.reader.is_alive()
+
+    def stop(self, why: str) -> None:
+        if not self.stopped and self.process.poll() is None:
+            self.stopped = why
+            self.process.send_signal(signal.SIGTERM)
+
+    def result(self) -> dict:
+        stdout, stderr = self.output
+        return {
+            "rc": self.process.returncode,
+            "stdout": stdout,
+            "stderr": stderr,
+            "msg": " ".join(stderr.split())[-1000:],
+            "stopped": self.stopped,
+            "seconds": round(self.ended - self.started, 1),
+        }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            **release_state.CLUSTER_OPTIONS,
+            "chart": {"type": "str", "required": True},
+            "releases": {"type": "list", "elements": "dict", "required": True},
+            "timeout": {"type": "int", "default": 300},
+            "history_max": {"type": "int", "default": 10},
+            "failure_grace": {"type": "int", "default": 15},
+            "interval": {"type": "float", "default": 1.0},
+            "binary": {"type": "str", "default": "helm"},
+            "kubectl": {"type": "str", "default": "kubectl"},
+        },
+        supports_check_mode=False,
+    )
+    params = module.params
+    releases = params["releases"]
+    if not releases:
+        module.exit_json(changed=False, releases={})
+    upgrades = {r["name"]: Upgrade(upgrade_command(params, r), r.get("values") or {}) for r in releases}
+    selector = f"app.kubernetes.io/instance in ({','.join(sorted(upgrades))})"
+    poll = [*release_state.cli_prefix(params, params["kubectl"]), "get", "pods", "--selector", selector, "-o", "json"]
+    failing_since: dict[str, float] = {}
+    while any(u.running() for u in upgrades.values()):
+        time.sleep(params["interval"])
+        if params["failure_grace"] <= 0:
+            continue
+        rc, out, _ = module.run_command(poll)
+        if rc != 0:
+            # The API server may be gone: Helm says so; the watch only ever shortens a wait.
+            continue
+        now = time.monotonic()
+        failing = release_state.pods_failing(out, list(upgrades))
+        for name, upgrade in upgrades.items():
+            if name not in failing or not upgrade.running():
+                failing_since.pop(name, None)
+                continue
+            since = failing_since.setdefault(name, now)
+            if now - since >= params["failure_grace"]:
+                upgrade.stop(
+                    f"{failing[name]} for {now - since:.0f} s, stopped before Helm's {params['timeout']} s timeout"
+                )
+    for upgrade in upgrades.values():
+        upgrade.reader.join()
+    module.exit_json(changed=True, releases={name: u.result() for name, u in upgrades.items()})
+
+
+if __name__ == "__main__":
+    main()

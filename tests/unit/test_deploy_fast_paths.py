@@ -1,0 +1,211 @@
+"""The deploy's two fast paths (module_utils/release_state.py; modules helm_releases and
+release_tier): the no-op proof from one look at the namespace, and the tier that starts every
+release at once and stops an upgrade whose pods cannot start.
+
+Recording stand-ins answer for helm and kubectl (no cluster runs in tests/unit); the e2e
+modules test_deploy.py and test_interrupted_deploy.py run both against the real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
+from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
+
+from tests.unit.test_helm_releases import run_module
+from tests.unit.test_release_labels import (
+    VALUES,
+    listed,
+    storage,
+)
+
+SERVICE = "auth-service"
+
+
+def deployed_state(values: dict = VALUES, replicas: int = 2, sets: bool = True) -> dict:
+    """What helm_releases (labelled, namespace_objects) reads of a namespace where SERVICE runs
+    revision 3 with ``values`` and a set records it."""
+    labels = release_state.digest_labels(values, 3)
+    releases = {
+        SERVICE: release_state.labelled_release(listed(SERVICE, 3), storage(SERVICE, 3, labels)["metadata"]["labels"])
+    }
+    live = release_state.live_services(releases)
+    items = [
+        {
+            "kind": "Deployment",
+            "metadata": {
+                "name": SERVICE,
+                "labels": {"app.kubernetes.io/instance": SERVICE, "app.kubernetes.io/managed-by": "Helm"},
+            },
+            "spec": {"replicas": replicas},
+            "status": {"readyReplicas": replicas},
+        }
+    ]
+    if sets:
+        items.append(
+            {
+                "kind": "ConfigMap",
+                "metadata": {"name": "openpolicy-release-set-1", "labels": {release_state.SET_LABEL: "1"}},
+                "data": {"set": "1", "previous": "0", "services.json": json.dumps(live)},
+            }
+        )
+    return {"releases": releases, "listing": {"kind": "List", "items": items}, "secret_names": [f"{SERVICE}-secrets"]}
+
+
+def plan(values: dict = VALUES, state: dict | None = None) -> dict:
+    deployed = release_state.deployed_summary((state or deployed_state())["releases"])
+    same = deployed.get(SERVICE, {}).get("values_checksum") == platform.values_checksum(values)
+    return {SERVICE: {"tier": "core", "values": values, "changed": not same}}
+
+
+def reasons(values: dict = VALUES, state: dict | None = None, needed: tuple = (f"{SERVICE}-secrets",)) -> list[str]:
+    state = state or deployed_state()
+    return release_state.deploy_reasons(plan(values, state), state, list(needed), "ns")
+
+
+def test_nothing_to_do_when_releases_deployments_secrets_and_the_set_match():
+    assert reasons() == []
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("values", f"{SERVICE} changes"),
+        ("scaled by hand", f"{SERVICE} changes"),
+        ("secret missing", "Secret billing-secrets is missing"),
+        ("no set", "the live release set is not recorded"),
+    ],
+)
+def test_each_difference_is_a_reason(case: str, expected: str):
+    if case == "values":
+        found = reasons(values={**VALUES, "replicaCount": 3})
+    elif case == "scaled by hand":
+        found = reasons(state=deployed_state(replicas=5))
+    elif case == "secret missing":
+        found = reasons(needed=(f"{SERVICE}-secrets", "billing-secrets"))
+    else:
+        found = reasons(state=deployed_state(sets=False))
+    assert expected in found, found
+
+
+def test_namespace_objects_keep_no_secret_data():
+    listing = {
+        "items": [
+            {"kind": "Secret", "metadata": {"name": "auth-service-secrets"}, "data": {"jwt": "c2VjcmV0"}},
+            {"kind": "Deployment", "metadata": {"name": "auth-service"}, "spec": {}},
+        ]
+    }
+    found = release_state.namespace_objects(json.dumps(listing))
+    assert found["secret_names"] == ["auth-service-secrets"]
+    assert [i["kind"] for i in found["listing"]["items"]] == ["Deployment"]
+    assert "c2VjcmV0" not in json.dumps(found)
+
+
+def test_storage_labels_are_those_of_the_deployed_revision():
+    superseded = storage(SERVICE, 2, {"x": "old"})
+    superseded["metadata"]["labels"]["status"] = "superseded"
+    found = release_state.storage_labels({"items": [storage(SERVICE, 3, {"x": "new"}), superseded]})
+    assert found[SERVICE]["x"] == "new"
+
+
+def pod(name: str, release: str, reason: str = "", deleting: bool = False) -> dict:
+    state = {"waiting": {"reason": reason}} if reason else {"running": {}}
+    metadata = {"name": name, "labels": {"app.kubernetes.io/instance": release}}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-12-01T08:00:00Z"
+    return {"metadata": metadata, "status": {"containerStatuses": [{"name": "app", "state": state}]}}
+
+
+def test_pods_that_cannot_start_are_named_per_release():
+    listing = {
+        "items": [
+            pod("auth-1", SERVICE, "CrashLoopBackOff"),
+            pod("gw-1", "api-gateway", "ContainerCreating"),
+            pod("cfg-1", "config-service", "ImagePullBackOff", deleting=True),
+            pod("pol-1", "policy-service", "ErrImagePull"),
+            pod("other-1", "search-service", "CrashLoopBackOff"),
+        ]
+    }
+    found = release_state.pods_failing(listing, [SERVICE, "api-gateway", "config-service", "policy-service"])
+    assert found == {SERVICE: "pod auth-1 in CrashLoopBackOff", "policy-service": "pod pol-1 in ErrImagePull"}
+
+
+def test_a_watch_reason_is_the_failed_upgrade_line():
+    history = [
+        {"revision": 1, "status": "superseded", "description": "Install complete"},
+        {"revision": 2, "status": "failed", "description": 'Upgrade "auth-service" failed: context canceled'},
+        {"revision": 3, "status": "deployed", "description": "Rollback to 1"},
+    ]
+    release = {"history": history, "deployed": history[-1]}
+    line = release_state.failed_upgrade(SERVICE, release, "", "pod auth-1 in CrashLoopBackOff for 15 s")
+    assert line == (
+        "service auth-service: revision 2 failed, revision 3 is serving (Rollback to 1): "
+        "pod auth-1 in CrashLoopBackOff for 15 s"
+    )
+
+
+# helm upgrade stand-in: a release named "crash*" hangs in Helm's wait until SIGTERM (then it
+# exits 1 as Helm does after its rollback); any other ends at once. kubectl shows a crashing pod.
+FAKE_TIER = r"""#!/usr/bin/env python3
+import json, os, signal, sys, time
+args = sys.argv[1:]
+here = os.path.dirname(sys.argv[0])
+with open(os.path.join(here, "calls"), "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), *args]) + "\n")
+if os.path.basename(sys.argv[0]) == "kubectl":
+    waiting = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+    print(json.dumps({"items": [{"metadata": {"name": "crash-1", "labels": {"app.kubernetes.io/instance": "crash"}},
+                                 "status": {"containerStatuses": [waiting]}}]}))
+    sys.exit(0)
+values = json.load(sys.stdin)
+name = args[2]
+with open(os.path.join(here, name + ".values"), "w") as out:
+    json.dump(values, out)
+if name.startswith("crash"):
+    signal.signal(signal.SIGTERM, lambda *_: (print("Release crash has been cancelled."), sys.exit(1)))
+    time.sleep(60)
+    sys.exit(2)
+print("Release " + name + " has been upgraded.")
+"""
+
+
+def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
+    for name in ("helm", "kubectl"):
+        (tmp_path / name).write_text(FAKE_TIER)
+        (tmp_path / name).chmod(0o755)
+    module_args = {
+        "namespace": "ns",
+        "kubeconfig": str(tmp_path / "kubeconfig"),
+        "chart": "charts/openpolicy-service",
+        "releases": [
+            {"name": "crash", "values": {"replicaCount": 1}, "labels": {"openpolicy.dev/values-revision": "2"}},
+            {"name": "fine", "values": {"replicaCount": 2}, "labels": {}},
+        ],
+        "timeout": 30,
+        "failure_grace": 1,
+        "interval": 0.2,
+        "binary": str(tmp_path / "helm"),
+        "kubectl": str(tmp_path / "kubectl"),
+    }
+    started = time.monotonic()
+    releases = run_module("release_tier", tmp_path, module_args)["releases"]
+    assert time.monotonic() - started < 20, "the crashing release was left to its timeout"
+    assert releases["fine"]["rc"] == 0 and not releases["fine"]["stopped"]
+    assert releases["crash"]["rc"] == 1
+    assert releases["crash"]["stopped"].startswith("pod crash-1 in CrashLoopBackOff for ")
+    assert json.loads((tmp_path / "fine.values").read_text()) == {"replicaCount": 2}
+    calls = [json.loads(line) for line in (tmp_path / "calls").read_text().splitlines()]
+    upgrade = next(c for c in calls if c[0] == "helm" and "crash" in c)
+    for flag in (
+        "--wait=watcher",
+        "--rollback-on-failure",
+        # An HPA that scaled owns .spec.replicas: without it the upgrade and its rollback stop.
+        "--force-conflicts",
+        "--timeout=30s",
+        "--labels=openpolicy.dev/values-revision=2",
+    ):
+        assert flag in upgrade, upgrade
+    assert not any("--labels" in arg for c in calls if "fine" in c for arg in c)
