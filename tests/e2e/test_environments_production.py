@@ -21,6 +21,7 @@ The tests of this module build on each other in file order.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,13 +62,22 @@ def vault_values(topo: Topology) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+def written(item: dict) -> str:
+    """What changes only when someone writes the object, not when a controller updates its
+    status: the generation where the kind keeps one, the spec of an HPA (which keeps none, and
+    whose status the autoscaler rewrites), else the resourceVersion."""
+    if item["kind"] == "HorizontalPodAutoscaler":
+        return hashlib.sha256(json.dumps(item["spec"], sort_keys=True).encode()).hexdigest()
+    return str(item["metadata"].get("generation") or item["metadata"]["resourceVersion"])
+
+
 def snapshot(topo: Topology) -> dict:
-    """What a refused run must not change: Helm's release records, every object's
-    resourceVersion, the vault and the generated credentials on the control host."""
+    """What a refused run must not change: Helm's release records, every object as written
+    (see written()), the vault and the generated credentials on the control host."""
     objects, history = {}, ""
     if topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode == 0:
         items = topo.kube.json("get", "deploy,svc,cm,secrets,hpa,pdb,netpol", "-n", NAMESPACE)["items"]
-        objects = {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+        objects = {f"{i['kind']}/{i['metadata']['name']}": written(i) for i in items}
         history = topo.kube.run("get", "secrets", "-n", NAMESPACE, "-l", "owner=helm", "-o", "name", check=False).stdout
     credentials = topo.inventory / "credentials"
     return {
