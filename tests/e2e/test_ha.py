@@ -602,8 +602,14 @@ def test_prometheus_saw_the_failover_and_the_lost_etcd_member(ha: HaEnv):
 
 def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv):
     podman("start", DB_HOSTS[0], check=True)
+    # After pg_rewind the returning member is consistent only once it has replayed WAL past the
+    # point the rewind copied up to: on an idle primary that waits for archive_timeout. A live
+    # database writes; so does this loop (a row through the router per poll).
+    db = Database(ha.owner_password)
+    db.sql("create table if not exists ha_rejoin (at timestamptz default now())")
 
     def replica_again() -> bool:
+        db.sql("insert into ha_rejoin default values", timeout=5)
         status, body = rest(1, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
