@@ -196,6 +196,10 @@ def _prometheus(v: dict) -> list[str]:
         for job in jobs:
             if not job.get("groups") or not isinstance(job["groups"], list):
                 out.append(f"prometheus_scrape_jobs[{job['name']}].groups: expected a list of inventory groups")
+            if not isinstance(job.get("only_where", {}), dict):
+                out.append(
+                    f"prometheus_scrape_jobs[{job['name']}].only_where: expected a mapping of host variable to value"
+                )
     if "rules_source_dir" in v:
         folder = str(v["rules_source_dir"] or "")
         if not folder or not any(Path(folder).glob("*.yml")):

@@ -29,10 +29,11 @@ MODULE_MINUTES = {
     # 8 to start the hosts, 8 for the bad inventories, and the cold site.yml stopped after 51 min
     # in provision_monitoring.yml (postgres_exporter under Patroni, fixed since), before the deploy.
     "test_environments": 75,
-    # Five podman hosts provisioned in one run and the narrow runs after it: 42 min at a load of
-    # 14-16 (26 min of provisioning). Not run whole since: its provisioning alone took 33 min at a
-    # load of 20-26 (2026-12-01), and the rotation case added then takes 170 s.
-    "test_ha": 48,
+    # Five podman hosts provisioned in one run, Prometheus on the backup host (one narrow run) and
+    # the narrow runs after it: 58 min at a load of 12-18 (2026-12-02: provisioning 36 min, the
+    # monitoring host 6 min, the Prometheus cases 45 s) with the rerun case failing before its
+    # provision_ha.yml + provision_backups.yml run, which took 15.5 min alone at a load of 18.
+    "test_ha": 70,
     "test_monitoring": 39,
     "test_faults": 31,  # 30m19s with the crash and rebuild cases, under a load of 13-20 (no monitoring host)
     # One staging environment for all its cases: 8 passed in 20.4 min at a load of 8-12 (13.7 min

@@ -41,6 +41,22 @@ ROUTER_PG_PORT = 61450
 ROUTER_PG_REPLICA_PORT = 61451
 ROUTER_REDIS_PORT = 61452
 ROUTER_METRICS_PORT = 61453
+# The backup host is the monitoring host too (an inventory choice, no container of its own):
+# Prometheus scrapes Patroni's REST API and etcd's metrics port there, and evaluates the HA alerts.
+PROMETHEUS_PORT = 61491
+MONITORING_PORTS = {
+    "prometheus_port": PROMETHEUS_PORT,
+    "alertmanager_port": 61492,
+    "host_logs_collector_port": 61493,
+    "node_exporter_port": 61494,
+    # Seconds, not the default 30: the cases read what Prometheus saw of a failover.
+    "prometheus_scrape_interval": "5s",
+    "prometheus_scrape_timeout": "4s",
+    "prometheus_evaluation_interval": "5s",
+}
+# Prometheus and Alertmanager on the monitoring host only (the narrow run after the provisioning):
+# the exporters of the db hosts are test_monitoring's subject, not this module's.
+MONITORING = ("playbooks/provision_monitoring.yml", "--limit", "control:monitoring")
 # Patroni's timing in this inventory (defaults are 30/10/10): failover after about ttl.
 PATRONI_TIMING = {"patroni_ttl": 15, "patroni_loop_wait": 3, "patroni_retry_timeout": 5}
 # site.yml's order: the backups come after the HA stage (Patroni runs PostgreSQL by then).
@@ -72,6 +88,7 @@ def ports(n: int) -> dict[str, int]:
         "patroni_restapi_port": 61420 + n,
         "etcd_cluster_client_port": 61430 + n,
         "etcd_cluster_peer_port": 61440 + n,
+        "etcd_cluster_metrics_port": 61454 + n,
         "redis_port": 61460 + n,
         "redis_sentinel_port": 61470 + n,
         "pgbackrest_tls_server_port": 61480 + n,
@@ -100,7 +117,12 @@ def host_entry(host: str, flavor: str, **values) -> dict:
 
 
 def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    local = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        # The rotation's login checks go through the router, whose Redis port is not the servers'.
+        "secrets_redis_port": ROUTER_REDIS_PORT,
+    }
     return {
         "all": {
             "children": {
@@ -108,14 +130,20 @@ def hosts_yaml(db_hosts: list[str], etcd_hosts: list[str]) -> dict:
                 "db": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in db_hosts}},
                 "etcd": {"hosts": {h: host_entry(h, "db", **ports(DB_HOSTS.index(h) + 1)) for h in etcd_hosts}},
                 "db_router": {"hosts": {ROUTER: host_entry(ROUTER, "systemd")}},
-                # The repository host, and the scratch host of the restore drill.
+                # The repository host, the scratch host of the restore drill and the monitoring host
+                # (its image has the monitoring packages in it, as a cloud image would).
                 "backup": {
                     "hosts": {
                         BACKUP: host_entry(
-                            BACKUP, "systemd", pgbackrest_tls_server_port=61484, pgbackrest_scratch_port=61490
+                            BACKUP,
+                            "monitoring",
+                            pgbackrest_tls_server_port=61484,
+                            pgbackrest_scratch_port=61490,
+                            **MONITORING_PORTS,
                         )
                     }
                 },
+                "monitoring": {"hosts": {BACKUP: {}}},
             }
         }
     }
@@ -177,7 +205,7 @@ class HaEnv:
         env.pop("ANSIBLE_VAULT_IDENTITY_LIST", None)
         extra_vars = {
             "secrets_vault_file": str(self.vault),
-            "podman_hosts_groups": ["db", "etcd", "db_router", "backup"],
+            "podman_hosts_groups": ["db", "etcd", "db_router", "backup", "monitoring"],
             "podman_hosts_environment": "e2e-ha",
             **extra,
         }
@@ -397,7 +425,7 @@ def ha(ha_env: HaEnv):
     if os.environ.get(REUSE):
         # The hosts a KEEP run left up, for a case run again alone (-k) while it is being fixed.
         env = HaEnv(Path(Path(os.environ[REUSE]).read_text().strip()), create=False)
-        env.provision_seconds = 0.0
+        env.provision_seconds = env.monitoring_seconds = 0.0
     else:
         remove_hosts()
         env = ha_env
@@ -405,6 +433,10 @@ def ha(ha_env: HaEnv):
         result = env.play(*PLAYBOOKS, timeout=PROVISION_TIMEOUT)
         assert result.returncode == 0, output(result)
         env.provision_seconds = time.monotonic() - started
+        started = time.monotonic()
+        result = env.play(MONITORING[0], args=MONITORING[1:])
+        assert result.returncode == 0, output(result)
+        env.monitoring_seconds = time.monotonic() - started
     values = env.vault_values()
     env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
     env.redis_user = "auth_service"
@@ -453,7 +485,7 @@ def test_bad_topology_fails_in_one_line_before_anything_changes(ha_env: HaEnv, t
 
 
 def test_cluster_is_up_with_one_leader_and_streaming_replicas(ha: HaEnv):
-    print(f"provisioned in {ha.provision_seconds:.0f} s")
+    print(f"provisioned in {ha.provision_seconds:.0f} s, monitoring host in {ha.monitoring_seconds:.0f} s")
     # Synchronous mode: one replica confirms every commit, the other streams.
     roles = wait_for(lambda: sorted(m["role"] for m in members()) == ["leader", "replica", "sync_standby"], 30)
     assert roles, members()
@@ -481,6 +513,46 @@ def router_active_servers() -> dict[str, int]:
             proxy = line.split('proxy="', 1)[1].split('"', 1)[0]
             found[proxy] = int(float(line.rsplit(" ", 1)[1]))
     return found
+
+
+def prometheus(query: str) -> dict[str, float]:
+    """An instant query on the monitoring host's Prometheus: {instance (or "") : value}."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            result = json.loads(response.read())["data"]["result"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {r["metric"].get("instance", ""): float(r["value"][1]) for r in result}
+
+
+# The series monitoring/rules/ha.yml reads, as Debian's Patroni and etcd name them.
+HA_SERIES = (
+    "patroni_cluster_unlocked",
+    "patroni_master",
+    "patroni_replica",
+    "patroni_postgres_timeline",
+    "patroni_xlog_location",
+    "patroni_xlog_replayed_location",
+    'etcd_server_has_leader{job="etcd"}',
+)
+
+
+def test_prometheus_scrapes_patroni_and_etcd_on_every_db_host(ha: HaEnv):
+    """The `patroni` and `etcd` jobs come from the inventory (postgresql_ha: patroni): every member
+    is a target that answers, the series the HA alerts read are there, and no alert of theirs fires."""
+    every = set(DB_HOSTS)
+    for job in ("patroni", "etcd"):
+        up = wait_for(lambda job=job: set(prometheus(f'up{{job="{job}"}} == 1')) == every, 90, 2)
+        assert up, (job, prometheus(f'up{{job="{job}"}}'))
+    for series in HA_SERIES:
+        assert set(prometheus(series)) == every, (series, prometheus(series))
+    assert prometheus('max(patroni_master{job="patroni"})') == {"": 1.0}
+    assert prometheus("ALERTS{alertname=~'OpenPolicy(DatabaseNoLeader|EtcdMemberDown)'}") == {}
+    ha.timeline_before = prometheus("max(patroni_postgres_timeline)")[""]
 
 
 def test_backups_archive_from_the_patroni_primary(ha: HaEnv):
@@ -518,10 +590,26 @@ def test_losing_the_primary_host_keeps_every_acknowledged_write(ha: HaEnv):
     assert redis(ha.redis_user, ha.redis_password, "GET", "auth_service:before") == "1"
 
 
+def test_prometheus_saw_the_failover_and_the_lost_etcd_member(ha: HaEnv):
+    """After the primary's host was lost: the new primary's timeline is one higher in Prometheus
+    (what OpenPolicyDatabaseFailoverHappened compares), and the lost host's etcd member is down
+    long enough for OpenPolicyEtcdMemberDown (for: 1m) to fire for it."""
+    grew = wait_for(lambda: prometheus("max(patroni_postgres_timeline)").get("", 0) > ha.timeline_before, 60, 2)
+    assert grew, (ha.timeline_before, prometheus("patroni_postgres_timeline"))
+    firing = 'ALERTS{alertname="OpenPolicyEtcdMemberDown", alertstate="firing"}'
+    assert wait_for(lambda: set(prometheus(firing)) == {DB_HOSTS[0]}, 120, 5), prometheus("ALERTS")
+
+
 def test_old_primary_returns_as_a_replica_and_a_rerun_changes_nothing(ha: HaEnv):
     podman("start", DB_HOSTS[0], check=True)
+    # After pg_rewind the returning member is consistent only once it has replayed WAL past the
+    # point the rewind copied up to: on an idle primary that waits for archive_timeout. A live
+    # database writes; so does this loop (a row through the router per poll).
+    db = Database(ha.owner_password)
+    db.sql("create table if not exists ha_rejoin (at timestamptz default now())")
 
     def replica_again() -> bool:
+        db.sql("insert into ha_rejoin default values", timeout=5)
         status, body = rest(1, "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
@@ -551,6 +639,29 @@ def test_a_password_rotation_after_the_failover_sets_it_on_the_new_primary(ha: H
     assert after != before
     assert Database(after, user="auth").sql("select pg_is_in_recovery()").stdout.strip() == "f"
     assert Database(before, user="auth").sql("select 1").returncode != 0
+
+
+def test_a_redis_password_rotation_after_the_failover_sets_it_on_the_new_master(ha: HaEnv):
+    """Sentinel promoted db2 or db3, db1 came back as a replica: rotate_secrets.yml asks the
+    Sentinels for the master and sets the new password there (ACL changes are not replicated)
+    and on the replicas. The service user logs in through the router with the new password, the
+    old one is refused there and on every Redis host, and the new one works on each of them."""
+    master = redis_master(ha.secrets["redis_sentinel_password"])
+    assert master in (2, 3), master
+    before = ha.vault_values()["vault_redis_passwords"]["auth-service"]
+    result = ha.play(
+        "playbooks/rotate_secrets.yml", args=("--skip-tags", "deliver"), kind="redis_password", service="auth-service"
+    )
+    assert result.returncode == 0, output(result)
+    after = ha.vault_values()["vault_redis_passwords"]["auth-service"]
+    assert after != before
+    assert redis(ha.redis_user, after, "SET", "auth_service:rotated", "1") == "OK"
+    assert redis(ha.redis_user, before, "PING") != "PONG"
+    for n in (1, 2, 3):
+        port = ports(n)["redis_port"]
+        assert redis(ha.redis_user, after, "PING", port=port) == "PONG", n
+        assert redis(ha.redis_user, before, "PING", port=port) != "PONG", n
+    ha.redis_password = after
 
 
 def test_a_backup_taken_after_the_failover_restores(ha: HaEnv):

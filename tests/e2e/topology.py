@@ -49,6 +49,8 @@ HOST_PORTS = {
     "etcd_cluster_client_port": 90,
     "etcd_cluster_peer_port": 100,
     "redis_sentinel_port": 110,
+    # etcd's plain-HTTP metrics port (Prometheus' `etcd` job).
+    "etcd_cluster_metrics_port": 120,
 }
 # One port each for the servers that every client reaches by one value: the router's (read-write,
 # read-only, Redis master) and the monitoring host's.

@@ -110,6 +110,10 @@ CASES = {
         "prometheus", {"scrape_jobs": [{"name": "node", "groups": ["db"]}, {"name": "node", "groups": ["backup"]}]},
         "prometheus_scrape_jobs: job names must be unique, got node twice",
     ),
+    "a scrape job's host filter that is not a mapping": (
+        "prometheus", {"scrape_jobs": [{"name": "patroni", "groups": ["db"], "only_where": "patroni"}]},
+        "prometheus_scrape_jobs[patroni].only_where: expected a mapping of host variable to value",
+    ),
     "no rule files": (
         "prometheus", {"rules_source_dir": "/nonexistent"},
         'prometheus_rules_source_dir: expected a control-host folder with *.yml rule files, got "/nonexistent"',

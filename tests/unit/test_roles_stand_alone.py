@@ -39,6 +39,8 @@ ALLOWED = {
     ("postgres_exporter", "postgresql_port"): "same db host: the port of that server",
     ("postgres_exporter", "postgresql_database"): "same db host: the database it connects to",
     ("postgres_exporter", "postgresql_replica_of"): "same db host: a replica gets its login role from the primary",
+    ("postgres_exporter", "postgresql_primary_host"): "the fact roles/postgresql's entry point `primary` sets",
+    ("pgbackrest", "postgresql_primary_host"): "the fact roles/postgresql's entry point `primary` sets",
     ("redis_exporter", "redis_port"): "same db host: the Redis it reads statistics from",
     ("prometheus", "alertmanager_listen_address"): "same monitoring host: the Alertmanager it sends alerts to",
     ("prometheus", "alertmanager_port"): "same monitoring host: the port of that Alertmanager",
