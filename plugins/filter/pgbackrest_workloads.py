@@ -1,8 +1,8 @@
 """The workloads roles/pgbackrest scales to zero around a restore onto the original db host.
 
 One listing per namespace and kind gives every workload of `pgbackrest_restore_scale_down`
-(its replicas and pod selector); one patch moves them all; one listing of pods, or of the
-workloads, tells what is still waiting. A call and a wait per workload took minutes for
+(its replicas and pod selector); one listing of pods, or of the workloads, repeated, tells
+what is still waiting after all of them were scaled. A wait per workload took minutes for
 eight services.
 """
 
@@ -14,7 +14,6 @@ from typing import Any
 Resource = Mapping[str, Any]  # a k8s_info result, a resource or a list item
 
 COUNTS = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
-API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "ReplicaSet": "apps/v1"}
 
 
 def _targets(targets: Iterable[Resource]) -> list[dict[str, str]]:
@@ -72,19 +71,6 @@ def pgbackrest_workloads(listings: Iterable[Resource], targets: Iterable[Resourc
     return workloads
 
 
-def pgbackrest_scale_definitions(workloads: Iterable[Resource], state: str) -> list[dict[str, Any]]:
-    """Patches that set each workload's replicas: 0 (state down) or what it had (up)."""
-    return [
-        {
-            "apiVersion": API_VERSIONS.get(item["kind"], "apps/v1"),
-            "kind": item["kind"],
-            "metadata": {"namespace": item["namespace"], "name": item["name"]},
-            "spec": {"replicas": 0 if state == "down" else int(item["replicas"])},
-        }
-        for item in workloads
-    ]
-
-
 def pgbackrest_pods_of(listings: Iterable[Resource], workloads: Iterable[Resource]) -> list[str]:
     """Pods (terminating ones too) that a workload's selector matches: "ns/name"."""
     selectors = [(item["namespace"], item["selector"]) for item in workloads if item["selector"]]
@@ -127,7 +113,6 @@ class FilterModule:
             "pgbackrest_workload_groups": pgbackrest_workload_groups,
             "pgbackrest_workloads_missing": pgbackrest_workloads_missing,
             "pgbackrest_workloads": pgbackrest_workloads,
-            "pgbackrest_scale_definitions": pgbackrest_scale_definitions,
             "pgbackrest_pods_of": pgbackrest_pods_of,
             "pgbackrest_workloads_waiting": pgbackrest_workloads_waiting,
         }

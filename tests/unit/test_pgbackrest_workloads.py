@@ -1,5 +1,5 @@
 """Unit tests of the workload filters roles/pgbackrest scales around a restore
-(plugins/filter/pgbackrest_workloads.py): one listing per namespace and kind, one patch, one watch."""
+(plugins/filter/pgbackrest_workloads.py): one listing per namespace and kind, one watch."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_missing_workloads_are_named() -> None:
     assert workloads.pgbackrest_workloads_missing(LISTINGS[:1], TARGETS) == ["StatefulSet jobs/etl"]
 
 
-def test_replicas_and_selectors_are_kept_and_patched() -> None:
+def test_replicas_and_selectors_are_kept() -> None:
     plan = workloads.pgbackrest_workloads(LISTINGS, TARGETS)
     assert [(item["name"], item["replicas"]) for item in plan] == [
         ("auth-service", 2),
@@ -64,12 +64,6 @@ def test_replicas_and_selectors_are_kept_and_patched() -> None:
         ("etl", 1),
     ]
     assert plan[2]["selector"] == {"app": "etl"}
-    down = workloads.pgbackrest_scale_definitions(plan, "down")
-    up = workloads.pgbackrest_scale_definitions(plan, "up")
-    assert [item["spec"]["replicas"] for item in down] == [0, 0, 0]
-    assert [item["spec"]["replicas"] for item in up] == [2, 1, 1]
-    assert up[2] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"namespace": "jobs", "name": "etl"},
-                     "spec": {"replicas": 1}}  # fmt: skip
 
 
 def pod(namespace: str, name: str, **labels: str) -> dict:
