@@ -263,6 +263,11 @@ BAD_INPUTS = {
         {"restore_host": "localhost"},
         "restore_host: localhost is in neither group db nor db_scratch",
     ),
+    "patroni-member": (
+        "restore.yml",
+        {"pgbackrest_pg_manager": "patroni"},
+        "restore_host: pgb-db1 is a Patroni member (pgbackrest_pg_manager: patroni)",
+    ),
     # Named by the -e name the operator typed (the shared preflight), not the role's variable.
     "type": ("backup.yml", {"type": "weekly"}, "preflight: type: expected one of full, diff, incr"),
     "passphrase": ("backup.yml", {"pgbackrest_repo_cipher_pass": ""}, "pgbackrest_repo_cipher_pass: missing"),
