@@ -21,9 +21,9 @@ E2E_CLUSTER = "openpolicy-e2e"
 # Minutes a module took on this 2-core machine under load (make test-e2e prints --durations).
 # The longest start first, so that the two workers finish close together.
 MODULE_MINUTES = {
-    # Two podman hosts provisioned with v1 deployed in one run (10 + 2 min), the rollback with
-    # restore (8.5 min, 4.5 of them roles/pgbackrest scaling the services one by one) and six
-    # shorter runs: 33 minutes alone at a load average of 12 to 22 (the session's cluster included).
+    # Two podman hosts provisioned with v1 deployed in one run (15.3 min), the rollback with
+    # restore (5.8 min, was 8.5 with the services scaled one by one) and six shorter runs:
+    # 7 passed in 33.3 min alone at a load average of 10 to 17 (2026-12-02, the cluster included).
     "test_restore_point": 33,
     # Opt-in until seen passing (issue 11): 72 min at a load of 20-36 with seven SSH hosts (HA):
     # 8 to start the hosts, 8 for the bad inventories, and the cold site.yml stopped after 51 min
@@ -35,7 +35,7 @@ MODULE_MINUTES = {
     # provision_ha.yml + provision_backups.yml run, which took 15.5 min alone at a load of 18.
     "test_ha": 70,
     "test_monitoring": 39,
-    "test_faults": 31,  # 30m19s with the crash and rebuild cases, under a load of 13-20 (no monitoring host)
+    "test_faults": 26,  # 7 passed in 25m26s with the crash and rebuild cases, at a load of 7-16 (2026-12-02)
     # One staging environment for all its cases: 8 passed in 20.4 min at a load of 8-12 (13.7 min
     # in an earlier run with one case failing, at a load of 6-13); 27.6 min at a load of 6-16
     # (2026-12-02, on release_tier; the drift repair's deploy of staging alone 5.3 min).
