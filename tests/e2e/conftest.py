@@ -43,8 +43,7 @@ MODULE_MINUTES = {
     # 17 passed in 24 min at a load of 15-80 (2026-12-01, with the HPA-conflict case); 18.6 min
     # at a load of 11-15 with every release of a tier at once (release_tier, 2026-12-02).
     "test_deploy": 19,
-    # 7 passed: 26.5 min in one run at a load of about 15 (its last case's test bugs fixed and
-    # the last three re-run: 3.7 min at a load of 4-6), 2026-12-02.
+    # 7 passed in 9.4 min at a load of 4-9 (26.5 min at a load of about 15), 2026-12-02.
     "test_environments_production": 15,
     "test_secrets": 10,
     # 3 passed in 12 min at a load of 13-17 (2026-12-02, 7 of them the interrupted cold deploy).
