@@ -11,7 +11,6 @@ on, so its SSH login is refused at once.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -20,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.topology import HOST_PORTS, SHARED_PORTS, seed_vault_file
+from tests.e2e.topology import HOST_PORTS, SHARED_PORTS
 from tests.helpers import REPO, failure_messages, toolchain_env
+from tests.unit.inventory_preflight import run_preflight
 
 DATABASE_ROLES = ["postgresql", "redis", "pgbackrest", "etcd_cluster", "patroni", "postgresql_router"]
 # What every db host must resolve to, from the catalog and the vault (databases.yml), whatever
@@ -59,30 +59,9 @@ CHECK = [
 ]
 
 
-def preflight(inventory: Path, root: Path, *more: str, reach: bool = False) -> subprocess.CompletedProcess:
-    vault = root / "vault.yml"
-    seed_vault_file(vault)
-    extra = {
-        "preflight_roles_to_validate": DATABASE_ROLES,
-        "preflight_hosts_reached": not reach,
-        "secrets_vault_file": str(vault),
-        # Production generates nothing unasked: its documented first run asks, as here.
-        "secrets_generate_missing": True,
-        # The shared layer finds the catalog next to the playbook that runs; the check runs from
-        # the test's folder, so it is named here.
-        "openpolicy_catalog_file": str(REPO / "catalog" / "services.yml"),
-    }
-    cmd = ["ansible-playbook", "-i", str(inventory), "playbooks/preflight.yml", *more, "-e", json.dumps(extra)]
-    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=900, check=False)
-
-
 @pytest.mark.parametrize("env", ["dev", "sample", "staging", "production"])
 def test_the_inventory_gives_every_db_host_the_catalogs_databases(env: str, tmp_path: Path):
-    check = tmp_path / "check.yml"
-    check.write_text(yaml.safe_dump(CHECK, sort_keys=False))
-    # Beside the check, the playbooks' group_vars: Ansible reads them next to each playbook run.
-    (tmp_path / "group_vars").symlink_to(REPO / "playbooks" / "group_vars")
-    result = preflight(REPO / "inventories" / env, tmp_path, str(check))
+    result = run_preflight(REPO / "inventories" / env, tmp_path, DATABASE_ROLES, check=CHECK)
     assert result.returncode == 0, f"{env}:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
     assert "Check what each db host will use" in result.stdout
 
@@ -139,7 +118,7 @@ def test_a_bad_inventory_stops_in_one_line_naming_the_setting(case: str, tmp_pat
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
     change(hosts)
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
-    result = preflight(inventory, tmp_path)
+    result = run_preflight(inventory, tmp_path, DATABASE_ROLES)
     assert result.returncode != 0, f"{case}: {result.stdout[-3000:]}"
     messages = failure_messages(result)
     assert any(setting in m and "\n" not in m for m in messages), (case, messages, result.stdout[-3000:])
@@ -169,7 +148,7 @@ def test_an_unreachable_host_stops_the_run_before_the_vault_changes(tmp_path: Pa
     }
     (inventory / "group_vars" / "all" / "topology.yml").write_text(yaml.safe_dump(loopback))
     vault = tmp_path / "vault.yml"
-    result = preflight(inventory, tmp_path, reach=True)
+    result = run_preflight(inventory, tmp_path, DATABASE_ROLES, reach=True)
     assert result.returncode != 0, result.stdout[-3000:]
     messages = failure_messages(result)
     assert any("ansible_host/ansible_port of openpolicy-staging-" in m and "\n" not in m for m in messages), messages

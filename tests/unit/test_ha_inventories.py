@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.topology import inventory_hosts, seed_vault_file
+from tests.e2e.topology import inventory_hosts
 from tests.helpers import REPO, toolchain_env
+from tests.unit.inventory_preflight import run_preflight
 
 HA_ENVIRONMENTS = ["staging", "production"]
 HA_ROLES = ["etcd_cluster", "patroni", "postgresql_router", "redis_sentinel", "postgresql", "redis", "pgbackrest"]
@@ -109,29 +110,13 @@ def test_local_stays_without_ha():
     assert "postgresql_ha" not in "".join(p.read_text() for p in local.glob("*.yml"))
 
 
-def preflight(env: str, root: Path) -> subprocess.CompletedProcess:
-    vault = root / env / "vault.yml"
-    vault.parent.mkdir(parents=True)
-    seed_vault_file(vault)
-    check = root / env / "check.yml"
-    check.write_text(yaml.safe_dump(CHECK, sort_keys=False))
-    # Beside the check, the playbooks' group_vars: Ansible reads them next to each playbook run.
-    (root / env / "group_vars").symlink_to(REPO / "playbooks" / "group_vars")
-    extra = {
-        "preflight_roles_to_validate": HA_ROLES,
-        "preflight_hosts_reached": True,
-        "secrets_vault_file": str(vault),
-        # Production generates nothing unasked: its documented first run asks, as here.
-        "secrets_generate_missing": True,
-    }
-    cmd = ["ansible-playbook", "-i", f"inventories/{env}", "playbooks/preflight.yml", str(check)]
-    cmd += ["-e", json.dumps(extra)]
-    return subprocess.run(cmd, cwd=REPO, env=toolchain_env(), text=True, capture_output=True, timeout=900, check=False)
-
-
 def test_the_ha_settings_pass_the_preflight_and_take_their_passwords_from_the_vault(tmp_path: Path):
     with ThreadPoolExecutor(len(HA_ENVIRONMENTS)) as pool:
-        runs = pool.map(lambda env: preflight(env, tmp_path), HA_ENVIRONMENTS)
+
+        def run(env: str):
+            return run_preflight(REPO / "inventories" / env, tmp_path / env, HA_ROLES, check=CHECK)
+
+        runs = pool.map(run, HA_ENVIRONMENTS)
         results = dict(zip(HA_ENVIRONMENTS, runs, strict=True))
     for env, result in results.items():
         assert result.returncode == 0, f"{env}:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
