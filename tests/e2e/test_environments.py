@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.e2e.topology import Topology, running
+from tests.e2e.topology import BAD_STAGING_INVENTORIES, Topology, running
 from tests.e2e.unproven import not_yet_proven
 from tests.helpers import failure_messages
 
@@ -51,41 +51,11 @@ def topo(kube, tmp_path_factory: pytest.TempPathFactory):
 # --- bad inventories: one line naming the setting, nothing changed ---------------------------
 
 
-def group_hosts(group: str, keep: int):
-    """Leave only the first `keep` hosts in a group of hosts.yml."""
-
-    def change(hosts: dict) -> None:
-        members = hosts["all"]["children"]["ssh_hosts"]["children"][group]
-        members["hosts"] = dict(list(members["hosts"].items())[:keep])
-
-    return change
-
-
-def set_host_var(group: str, host: str, name: str, value):
-    def change(hosts: dict) -> None:
-        hosts["all"]["children"]["ssh_hosts"]["children"][group]["hosts"][host][name] = value
-
-    return change
-
-
-# case: (change of hosts.yml, change of the overlay, what the one line names)
+# case: (change of hosts.yml, change of the overlay, what the one line names): the control-host
+# cases (topology.py) and one that needs the hosts.
 BAD = {
-    "no repository host": (group_hosts("backup", 0), {}, "pgbackrest_repo_group"),
-    # Under Patroni no host is configured as a replica of another: Patroni chooses the primary.
-    "a replica named under Patroni": (
-        set_host_var("db", DB_HOSTS[1], "postgresql_replica_of", DB_HOSTS[0]),
-        {},
-        f"postgresql_replica_of of {DB_HOSTS[1]}: expected empty with postgresql_ha: patroni",
-    ),
-    "an even number of etcd members": (group_hosts("etcd", 2), {}, "expected an odd number of"),
-    "pg_hba networks leave out the cluster's nodes": (
-        set_host_var("db", DB_HOSTS[0], "postgresql_hba_networks", ["10.30.8.0/21"]),
-        {},
-        f"postgresql_hba_networks of {DB_HOSTS[0]}",
-    ),
+    **{case: (change, {}, setting) for case, (change, setting) in BAD_STAGING_INVENTORIES.items()},
     "unreachable host": (None, {DB_HOSTS[1]: {"ansible_port": 1}}, f"ansible_host/ansible_port of {DB_HOSTS[1]}"),
-    "empty host group": (group_hosts("db", 0), {}, "postgresql_hosts_group"),
-    "no router host under Patroni": (group_hosts("db_router", 0), {}, "postgresql_router_hosts_group"),
 }
 
 

@@ -19,7 +19,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -408,7 +408,55 @@ def seed_vault_file(vault: Path) -> None:
     assert encrypted.returncode == 0, encrypted.stderr
 
 
+# --- bad staging inventories ---------------------------------------------------------------------
+# Changes of inventories/staging/hosts.yml that the preflight refuses on the control host, before
+# any host is contacted, each in one line naming the setting: tests/unit/test_environment_inventories.py
+# runs them without hosts, tests/e2e/test_environments.py on the topology (nothing changed there).
+STAGING_DB_HOSTS = [f"openpolicy-staging-db{n}" for n in (1, 2, 3)]
+
+
+def ssh_group(hosts: dict, group: str) -> dict:
+    return hosts["all"]["children"]["ssh_hosts"]["children"][group]
+
+
+def keep_group_hosts(group: str, keep: int) -> Callable[[dict], None]:
+    """Leave only the first `keep` hosts in a group of hosts.yml."""
+
+    def change(hosts: dict) -> None:
+        members = ssh_group(hosts, group)
+        members["hosts"] = dict(list(members["hosts"].items())[:keep])
+
+    return change
+
+
+def set_host_var(group: str, host: str, name: str, value) -> Callable[[dict], None]:
+    def change(hosts: dict) -> None:
+        ssh_group(hosts, group)["hosts"][host][name] = value
+
+    return change
+
+
+# case: (change of hosts.yml, what the one line names)
+BAD_STAGING_INVENTORIES: dict[str, tuple[Callable[[dict], None], str]] = {
+    "no repository host": (keep_group_hosts("backup", 0), "pgbackrest_repo_group"),
+    # Under Patroni no host is configured as a replica of another: Patroni chooses the primary.
+    "a replica named under Patroni": (
+        set_host_var("db", STAGING_DB_HOSTS[1], "postgresql_replica_of", STAGING_DB_HOSTS[0]),
+        f"postgresql_replica_of of {STAGING_DB_HOSTS[1]}: expected empty with postgresql_ha: patroni",
+    ),
+    "an even number of etcd members": (keep_group_hosts("etcd", 2), "expected an odd number of"),
+    "pg_hba networks leave out the cluster's nodes": (
+        set_host_var("db", STAGING_DB_HOSTS[0], "postgresql_hba_networks", ["10.30.8.0/21"]),
+        f"postgresql_hba_networks of {STAGING_DB_HOSTS[0]}",
+    ),
+    "empty host group": (keep_group_hosts("db", 0), "postgresql_hosts_group"),
+    # Under Patroni the services reach the primary through the router host only.
+    "no router host under Patroni": (keep_group_hosts("db_router", 0), "postgresql_router_hosts_group"),
+}
+
+
 __all__ = [
+    "BAD_STAGING_INVENTORIES",
     "KEEP",
     "REUSE",
     "Topology",

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.topology import HOST_PORTS, SHARED_PORTS
+from tests.e2e.topology import BAD_STAGING_INVENTORIES, HOST_PORTS, SHARED_PORTS
 from tests.helpers import REPO, failure_messages, toolchain_env
 from tests.unit.inventory_preflight import run_preflight
 
@@ -69,45 +68,7 @@ def test_the_inventory_gives_every_db_host_the_catalogs_databases(env: str, tmp_
 # --- bad inventories: a copy of staging with one change -----------------------------------------
 
 STAGING = REPO / "inventories" / "staging"
-DB_HOSTS = [f"openpolicy-staging-db{n}" for n in (1, 2, 3)]
-
-
-def group_members(hosts: dict, group: str) -> dict:
-    return hosts["all"]["children"]["ssh_hosts"]["children"][group]
-
-
-def keep_hosts(group: str, keep: int) -> Callable[[dict], None]:
-    def change(hosts: dict) -> None:
-        members = group_members(hosts, group)
-        members["hosts"] = dict(list(members["hosts"].items())[:keep]) or None
-
-    return change
-
-
-def set_host_var(group: str, host: str, name: str, value) -> Callable[[dict], None]:
-    def change(hosts: dict) -> None:
-        group_members(hosts, group)["hosts"][host][name] = value
-
-    return change
-
-
-# case: (change of hosts.yml, what the one line names)
-BAD = {
-    "no repository host": (keep_hosts("backup", 0), "pgbackrest_repo_group"),
-    # Under Patroni no host is configured as a replica of another: Patroni chooses the primary.
-    "a replica named under Patroni": (
-        set_host_var("db", DB_HOSTS[1], "postgresql_replica_of", DB_HOSTS[0]),
-        f"postgresql_replica_of of {DB_HOSTS[1]}: expected empty with postgresql_ha: patroni",
-    ),
-    "an even number of etcd members": (keep_hosts("etcd", 2), "expected an odd number of"),
-    "pg_hba networks leave out the cluster's nodes": (
-        set_host_var("db", DB_HOSTS[0], "postgresql_hba_networks", ["10.30.8.0/21"]),
-        f"postgresql_hba_networks of {DB_HOSTS[0]}",
-    ),
-    "empty db group": (keep_hosts("db", 0), "postgresql_hosts_group"),
-    # Under Patroni the services reach the primary through the router host only.
-    "no router host under Patroni": (keep_hosts("db_router", 0), "postgresql_router_hosts_group"),
-}
+BAD = BAD_STAGING_INVENTORIES
 
 
 @pytest.mark.parametrize("case", BAD)
