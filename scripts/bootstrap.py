@@ -207,6 +207,42 @@ def go_toolchain_problem(versions: dict) -> str | None:
     return None
 
 
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def port_set(ranges: str) -> set[int]:
+    """The ports of a sysctl port list such as "52200-53399,55400-60999"."""
+    ports: set[int] = set()
+    for part in filter(None, (p.strip() for p in ranges.split(","))):
+        low, _, high = part.partition("-")
+        ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def reserve_ports(versions: dict) -> str:
+    """Keep versions.toml [kernel] reserved_loopback_ports out of the ephemeral range."""
+    wanted = versions["kernel"]["reserved_loopback_ports"]
+    if not RESERVED_PORTS.exists():
+        return "no net.ipv4.ip_local_reserved_ports here: ports not reserved"
+    current = RESERVED_PORTS.read_text().strip()
+    if port_set(wanted) <= port_set(current):
+        return "test ports reserved"
+    value = ",".join(filter(None, [current, wanted]))
+    command = ["sysctl", "-q", "-w", f"net.ipv4.ip_local_reserved_ports={value}"]
+    prefix = install_prefix()
+    try:
+        if prefix == []:
+            RESERVED_PORTS.write_text(value + "\n")
+        elif prefix is not None:
+            run([*prefix, *command])
+        else:
+            raise PermissionError
+    except (OSError, BootstrapError):
+        # Not fatal: without it a host's port is taken now and then by an outgoing connection.
+        return f"warning: test ports not reserved; to keep hosts' ports free run: sudo {' '.join(command)}"
+    return f"reserved ports {wanted}"
+
+
 def step_system(versions: dict) -> str:
     """Check versions.toml [apt] and the Go toolchain; install the packages when allowed."""
     packages = list(apt_packages(versions))
@@ -236,7 +272,8 @@ def step_system(versions: dict) -> str:
     if problems:
         raise BootstrapError("\n".join(problems))
     state = f"installed {' '.join(missing)}; " if missing else ""
-    return f"{state}{len(packages)} Debian packages and Go >= {versions['go_toolchain']['minimum']} present"
+    present = f"{len(packages)} Debian packages and Go >= {versions['go_toolchain']['minimum']} present"
+    return f"{state}{present}; {reserve_ports(versions)}"
 
 
 # --- Python tools -------------------------------------------------------------------------

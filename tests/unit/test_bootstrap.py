@@ -128,9 +128,13 @@ def dpkg_without(*absent: str) -> str:
 
 
 @pytest.fixture
-def machine(monkeypatch):
-    """A fake machine: dpkg-query's answers in turn, the user id, sudo, and the commands run."""
-    state = {"dpkg": [ALL_INSTALLED], "euid": 1000, "sudo": False, "ran": []}
+def machine(monkeypatch, tmp_path):
+    """A fake machine: dpkg-query's answers in turn, the user id, sudo, the commands run, and the
+    kernel's reserved ports (a file of its own: the tests never change the real sysctl)."""
+    reserved = tmp_path / "ip_local_reserved_ports"
+    reserved.write_text(pins.load_versions()["kernel"]["reserved_loopback_ports"] + "\n")
+    state = {"dpkg": [ALL_INSTALLED], "euid": 1000, "sudo": False, "ran": [], "reserved": reserved}
+    monkeypatch.setattr(bootstrap, "RESERVED_PORTS", reserved)
 
     def dpkg_status(packages):
         assert packages == list(APT)
@@ -138,7 +142,8 @@ def machine(monkeypatch):
 
     def run(cmd, cwd=None, env=None):
         state["ran"].append(cmd)
-        assert env == {"DEBIAN_FRONTEND": "noninteractive"}
+        if "apt-get" in cmd:
+            assert env == {"DEBIAN_FRONTEND": "noninteractive"}
         return ""
 
     monkeypatch.setattr(bootstrap, "dpkg_status", dpkg_status)
@@ -170,6 +175,50 @@ def test_dpkg_output_names_what_is_missing_in_list_order():
 def test_nothing_missing_installs_nothing(machine):
     assert "15 Debian packages" in bootstrap.step_system(pins.load_versions())
     assert machine["ran"] == []
+
+
+# --- The test hosts' loopback ports, kept out of the kernel's ephemeral range ------------------
+
+WANTED = pins.load_versions()["kernel"]["reserved_loopback_ports"]
+
+
+def test_reserved_ports_are_added_to_what_the_kernel_already_reserves(machine):
+    machine.update(euid=0)
+    machine["reserved"].write_text("8080,9000-9010\n")
+    assert bootstrap.step_system(pins.load_versions()).endswith(f"reserved ports {WANTED}")
+    assert machine["reserved"].read_text() == f"8080,9000-9010,{WANTED}\n"
+    assert bootstrap.step_system(pins.load_versions()).endswith("test ports reserved")
+
+
+def test_reserved_ports_are_set_with_sudo_or_else_named_in_one_line(machine):
+    machine["reserved"].write_text("\n")
+    machine.update(sudo=True)
+    bootstrap.step_system(pins.load_versions())
+    assert machine["ran"] == [["sudo", "-n", "sysctl", "-q", "-w", f"net.ipv4.ip_local_reserved_ports={WANTED}"]]
+    machine.update(sudo=False, ran=[])
+    result = bootstrap.step_system(pins.load_versions())
+    assert machine["ran"] == []
+    assert result.endswith(f"run: sudo sysctl -q -w net.ipv4.ip_local_reserved_ports={WANTED}")
+
+
+def test_every_fixed_port_in_the_ephemeral_range_is_reserved():
+    """Every five-digit number 32768-60999 that the local inventory, Molecule or the e2e modules
+    write is taken as a port a host listens on; the staging and production topologies' ranges too."""
+    reserved = bootstrap.port_set(WANTED)
+    files = [
+        *(REPO / "inventories/local").rglob("*.yml"),
+        *(REPO / "molecule").rglob("*.yml"),
+        *(REPO / "tests/e2e").glob("*.py"),
+    ]
+    unreserved = {
+        f"{path.relative_to(REPO)}: {number}"
+        for path in files
+        for number in map(int, re.findall(r"\b\d{5}\b", path.read_text()))
+        if 32768 <= number <= 60999 and number not in reserved
+    }
+    assert not unreserved, f"add to versions.toml [kernel] reserved_loopback_ports: {sorted(unreserved)}"
+    for base in (53000, 53200):  # tests/e2e/topology.py PORT_BASES: two hundred ports each
+        assert set(range(base, base + 200)) <= reserved
 
 
 def test_root_installs_every_missing_package_in_one_apt_call(machine):
