@@ -113,6 +113,13 @@ def test_certificates_issued_kept_renewed_and_bad_input_refused(tmp_path):
     # new name: issued again, from the same CA, the key kept. A CA expiring within
     # pki_ca_warn_days gives its one warning line.
     key = (pki / "a-web.key").read_text()
+    # A retired CA in trusted/ (a rollover's old one) goes into what the hosts trust.
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=old", "-keyout", str(tmp_path / "old.key"), "-out", str(pki / "trusted" / "old.crt"),
+         "-days", "10"],
+        capture_output=True, check=True,
+    )  # fmt: skip
     third = run(
         tmp_path, pki_renew_days=900, pki_valid_days=1000, pki_ca_warn_days=4000, pki_ca_valid_days=5000,
         names=["web.example"],
@@ -121,6 +128,9 @@ def test_certificates_issued_kept_renewed_and_bad_input_refused(tmp_path):
     assert openssl("x509", "-noout", "-serial", "-in", str(pki / "a-web.crt")) != serial
     assert "DNS:web.example" in openssl("x509", "-noout", "-text", "-in", str(pki / "a-web.crt"))
     assert (pki / "a-web.key").read_text() == key and (pki / "ca.crt").read_text() == ca
+    trust = (pki / "trust.crt").read_text()
+    assert trust.count("BEGIN CERTIFICATE") == 2 and ca.strip() in trust
+    assert (pki / "trusted" / "old.crt").read_text().strip() in trust
     assert "pki_ca_warn_days (4000): renew it, see docs/runbooks/certificate-renewal.md" in third.stdout
 
     # A CA that expires before a renewed certificate would stops the run, naming the runbook;
