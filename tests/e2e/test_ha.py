@@ -362,9 +362,9 @@ def etcd_health(env: HaEnv) -> dict[str, str]:
     import ssl
     import urllib.request
 
-    tls = env.inventory / "credentials" / "etcd" / "tls"
-    context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
-    context.load_cert_chain(str(tls / f"{DB_HOSTS[0]}-client.crt"), str(tls / f"{DB_HOSTS[0]}-client.key"))
+    pki = env.inventory / "credentials" / "pki"
+    context = ssl.create_default_context(cafile=str(pki / "trust.crt"))
+    context.load_cert_chain(str(pki / f"{DB_HOSTS[0]}-etcd-client.crt"), str(pki / f"{DB_HOSTS[0]}-etcd-client.key"))
     found = {}
     for n, host in enumerate(DB_HOSTS, start=1):
         url = f"https://127.0.0.1:{ports(n)['etcd_cluster_client_port']}/health"
