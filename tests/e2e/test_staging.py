@@ -356,18 +356,25 @@ def test_old_primary_returns_as_a_replica_and_a_second_site_run_changes_nothing(
 # --- operations after the failover -------------------------------------------------------------
 
 
+def rotate(topo: Topology, kind: str) -> tuple[str, str]:
+    """auth-service's password of a kind (database, redis) rotated: (the old one, the new one)."""
+    key = f"vault_{kind}_passwords"
+    before = vault_values(topo)[key]["auth-service"]
+    extra = {"kind": f"{kind}_password", "service": "auth-service"}
+    result = topo.playbook("rotate_secrets.yml", "--skip-tags", "deliver", extra_vars=extra)
+    assert result.returncode == 0, output(result)
+    after = vault_values(topo)[key]["auth-service"]
+    assert after != before
+    return before, after
+
+
 def test_a_password_rotation_after_the_failover_sets_it_on_the_new_primary(topo: Topology, ha: dict) -> None:
     """db1, the first db host, is a replica now: rotate_secrets.yml sets the new password on the
     primary Patroni elected, on that server's own port. `--skip-tags deliver` (the services'
     Secrets are test_secrets_rotation's subject); the rotation's own check logs in through the
     router (secrets_database_port: the router's) with the new password and is refused with the
     old one."""
-    before = vault_values(topo)["vault_database_passwords"]["auth-service"]
-    extra = {"kind": "database_password", "service": "auth-service"}
-    result = topo.playbook("rotate_secrets.yml", "--skip-tags", "deliver", extra_vars=extra)
-    assert result.returncode == 0, output(result)
-    after = vault_values(topo)["vault_database_passwords"]["auth-service"]
-    assert after != before
+    before, after = rotate(topo, "database")
     port = topo.shared_ports["postgresql_router_port"]
     assert Database(port, after, user="auth").sql("select pg_is_in_recovery()").stdout.strip() == "f"
     assert Database(port, before, user="auth").sql("select 1").returncode != 0
@@ -382,12 +389,7 @@ def test_a_redis_password_rotation_after_the_failover_sets_it_on_the_new_master(
     old one is refused there and on every Redis host, and the new one works on each of them."""
     master = staging.redis_master(ha["sentinel_password"])
     assert master in DB_HOSTS[1:], master
-    before = vault_values(topo)["vault_redis_passwords"]["auth-service"]
-    extra = {"kind": "redis_password", "service": "auth-service"}
-    result = topo.playbook("rotate_secrets.yml", "--skip-tags", "deliver", extra_vars=extra)
-    assert result.returncode == 0, output(result)
-    after = vault_values(topo)["vault_redis_passwords"]["auth-service"]
-    assert after != before
+    before, after = rotate(topo, "redis")
     user = ha["redis_user"]
     assert staging.redis(user, after, "SET", "auth_service:rotated", "1") == "OK"
     assert staging.redis(user, before, "PING") != "PONG"
