@@ -76,7 +76,8 @@ def nothing_changed(topo: Topology, vault: Path, vault_before: bytes) -> None:
     assert vault.read_bytes() == vault_before, "the secrets role stored a generated secret"
     assert topo.kube.run("get", "namespace", NAMESPACE, check=False).returncode != 0, "the namespace was created"
     for host in DB_HOSTS:
-        for path in ("/etc/postgresql/15/main", "/etc/patroni", "/var/lib/etcd/member"):
+        # /etc/patroni itself comes with Debian's package (the ha image); config.yml is the role's.
+        for path in ("/etc/postgresql/15/main", "/etc/patroni/config.yml", "/var/lib/etcd/member"):
             assert topo.ssh(host, f"test -e {path}", check=False).returncode == 1, f"{host}: {path} was made"
     assert topo.ssh(REPOSITORY, "test -e /etc/pgbackrest/pgbackrest.conf", check=False).returncode == 1
     assert topo.ssh(ROUTER, "test -e /etc/haproxy/haproxy.cfg && grep -q openpolicy /etc/haproxy/haproxy.cfg",
