@@ -100,7 +100,7 @@ class Bench:
         self.restapi_password = values["vault_ha_passwords"]["patroni_restapi"]
 
     def database(self) -> ha.Database:
-        return ha.Database(self.topo.shared_ports["postgresql_router_port"], self.owner_password)
+        return ha.Database(self.topo.shared_ports["openpolicy_db_router_port"], self.owner_password)
 
 
 def whole(env: Bench) -> bool:

@@ -136,7 +136,7 @@ class Staging:
     # --- Redis --------------------------------------------------------------------------------
 
     def redis(self, user: str, password: str, *command: str, port: int | None = None) -> str:
-        port = port or self.router["redis_sentinel_router_port"]
+        port = port or self.router["openpolicy_db_router_redis_port"]
         cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--user", user, "--no-auth-warning", *command]
         env = {**os.environ, "REDISCLI_AUTH": password}
         return subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=10, check=False).stdout.strip()

@@ -166,7 +166,7 @@ def test_services_reach_the_databases_through_the_router(topo: Topology, converg
     router = topo.shared_ports
     databases, caches = secret_urls(topo, "database_url"), secret_urls(topo, "redis_url")
     assert databases and caches
-    for urls, port in ((databases, "postgresql_router_port"), (caches, "redis_sentinel_router_port")):
+    for urls, port in ((databases, "openpolicy_db_router_port"), (caches, "openpolicy_db_router_redis_port")):
         for service, url in urls.items():
             assert (urlsplit(url).hostname, urlsplit(url).port) == ("127.0.0.1", router[port]), service
     # A service's own login through the router's read-write address reaches the leader, over TLS.
@@ -204,9 +204,9 @@ def test_patroni_has_one_leader_and_replicas_streaming_over_tls(topo: Topology, 
 
 def test_the_router_follows_the_leader_and_the_redis_master(topo: Topology, staging: Staging, ha: dict) -> None:
     router = topo.shared_ports
-    db = Database(router["postgresql_router_port"], ha["owner_password"])
+    db = Database(router["openpolicy_db_router_port"], ha["owner_password"])
     assert db.sql("select 1").stdout.strip() == "1"
-    readonly = Database(router["postgresql_router_replica_port"], ha["owner_password"]).sql(
+    readonly = Database(router["openpolicy_db_router_replica_port"], ha["owner_password"]).sql(
         "select pg_is_in_recovery()"
     )
     assert readonly.stdout.strip() == "t", readonly.stderr
@@ -286,7 +286,7 @@ def test_prometheus_scrapes_patroni_and_etcd_on_every_db_host(staging: Staging, 
 def test_losing_the_primary_host_keeps_every_acknowledged_write(topo: Topology, staging: Staging, ha: dict) -> None:
     old = staging.leader()
     assert old == DB_HOSTS[0], staging.members()
-    db = Database(topo.shared_ports["postgresql_router_port"], ha["owner_password"])
+    db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
     with Writer(db, "ha_failover") as writer:
         assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
         killed = time.monotonic()
@@ -332,7 +332,7 @@ def test_old_primary_returns_as_a_replica_and_a_second_site_run_changes_nothing(
     # After pg_rewind the returning member is consistent only once it has replayed WAL past the
     # point the rewind copied up to: on an idle primary that waits for archive_timeout (60 s in
     # staging). A live database writes; so does this loop (a row through the router per poll).
-    db = Database(topo.shared_ports["postgresql_router_port"], ha["owner_password"])
+    db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
     db.sql("create table if not exists ha_rejoin (at timestamptz default now())")
 
     def replica_again() -> bool:
@@ -376,7 +376,7 @@ def test_a_password_rotation_after_the_failover_sets_it_on_the_new_primary(topo:
     router (secrets_database_port: the router's) with the new password and is refused with the
     old one."""
     before, after = rotate(topo, "database")
-    port = topo.shared_ports["postgresql_router_port"]
+    port = topo.shared_ports["openpolicy_db_router_port"]
     assert Database(port, after, user="auth").sql("select pg_is_in_recovery()").stdout.strip() == "f"
     assert Database(port, before, user="auth").sql("select 1").returncode != 0
 
@@ -413,7 +413,7 @@ def test_a_backup_taken_after_the_failover_restores(topo: Topology, staging: Sta
     assert counted.get("schemas", {}).get("public", 0) >= 20, counted
     # Recovery to the manifest's moment stops at the first commit after it: a live database
     # makes one; here the test writes it and waits until its WAL is archived (archive_timeout).
-    wrote = Database(topo.shared_ports["postgresql_router_port"], ha["owner_password"]).sql(
+    wrote = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"]).sql(
         "insert into ha_failover (id) values (1000000) returning pg_walfile_name(pg_current_wal_lsn())"
     )
     assert wrote.returncode == 0, wrote.stderr
@@ -428,7 +428,7 @@ def test_planned_switchover_loses_no_acknowledged_write(topo: Topology, staging:
     before = staging.leader()
     candidate = wait_for(lambda: staging.named("sync_standby"), 60)
     assert candidate, staging.members()
-    db = Database(topo.shared_ports["postgresql_router_port"], ha["owner_password"])
+    db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
     with Writer(db, "ha_switchover") as writer:
         assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
         started = time.monotonic()

@@ -55,9 +55,11 @@ HOST_PORTS = {
 # One port each for the servers that every client reaches by one value: the router's (read-write,
 # read-only, Redis master) and the monitoring host's.
 SHARED_PORTS = {
-    "postgresql_router_port": 180,
-    "postgresql_router_replica_port": 181,
-    "redis_sentinel_router_port": 182,
+    # The inventory's names for the router's ports: the shared layer (playbooks/group_vars/all/ha.yml)
+    # derives the roles' postgresql_router_port and the others from them, over any inventory value.
+    "openpolicy_db_router_port": 180,
+    "openpolicy_db_router_replica_port": 181,
+    "openpolicy_db_router_redis_port": 182,
     # HAProxy's own Prometheus exporter on the router host.
     "postgresql_router_metrics_port": 183,
     "prometheus_port": 190,
@@ -184,8 +186,8 @@ class Topology:
             "service_releases_redis_cidrs": ["127.0.0.1/32"],
             # The inventory gives the router the servers' own ports (each host has its own
             # address there); here the router shares the loopback with the db hosts.
-            "secrets_database_port": self.shared_ports["postgresql_router_port"],
-            "secrets_redis_port": self.shared_ports["redis_sentinel_router_port"],
+            "secrets_database_port": self.shared_ports["openpolicy_db_router_port"],
+            "secrets_redis_port": self.shared_ports["openpolicy_db_router_redis_port"],
         }
         limits = {
             # What these podman hosts cannot do (not how a real host differs): create the mount
