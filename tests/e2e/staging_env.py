@@ -97,9 +97,11 @@ class Staging:
     # --- etcd, the router, Prometheus ---------------------------------------------------------
 
     def etcd_health(self) -> dict[str, str]:
-        """Each etcd member's own /health, over TLS with a client certificate the run made."""
-        client = next(self.topo.root.rglob(f"{DB_HOSTS[0]}-client.crt"))
-        context = ssl.create_default_context(cafile=str(client.parent / "ca.crt"))
+        """Each etcd member's own /health, over TLS with a client certificate the run made: the one
+        PKI's (credentials/pki: trust.crt, <host>-etcd-client.crt) or etcd's own (credentials/etcd/tls)."""
+        pki = next(self.topo.root.rglob(f"credentials/pki/{DB_HOSTS[0]}-etcd-client.crt"), None)
+        client = pki or next(self.topo.root.rglob(f"credentials/etcd/tls/{DB_HOSTS[0]}-client.crt"))
+        context = ssl.create_default_context(cafile=str(client.parent / ("trust.crt" if pki else "ca.crt")))
         context.load_cert_chain(str(client), str(client.with_suffix(".key")))
         found = {}
         for host in DB_HOSTS:
