@@ -14,9 +14,10 @@ figure and writes bench/results/environments.json. Not part of `make test`.
     python bench/bench_environments.py
     python bench/bench_environments.py --reuse FILE
 
-With --reuse, the staging figures are those tests/e2e/test_environments.py measured on its own
-cold and second site.yml run (OPENPOLICY_E2E_ENV_KEEP=FILE kept them in its topology's
-timings.json): the staging topology is not provisioned a second time, only the local side runs.
+With --reuse, the staging figures are those tests/e2e/test_staging.py measured on its own cold
+and second site.yml run (OPENPOLICY_E2E_ENV_KEEP=FILE kept them in its topology's timings.json;
+its second run comes after a failover and the old primary's return, and changes nothing): the
+staging topology is not provisioned a second time, only the local side runs.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def staging_from_module(keep_file: Path) -> dict[str, float | int]:
         "staging_cold_s": timings["cold_s"],
         "staging_noop_s": timings["noop_s"],
         "staging_noop_changed": timings["noop_changed"],
-        "staging_source": "tests/e2e/test_environments.py (kept topology)",
+        "staging_source": "tests/e2e/test_staging.py (kept topology)",
     }
 
 

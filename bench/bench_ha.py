@@ -14,16 +14,18 @@ replicas streaming with a known lag, the router with one server behind its read-
 (it waits for that, up to 10 minutes, and prints etcd's, Patroni's and the router's view when a
 trial fails). Each trial also checks that no acknowledged row is missing.
 
-It uses the environment of tests/e2e/test_ha.py (three podman db hosts and a router host, built
-with the toolkit's playbooks) with that inventory's Patroni timing (ttl 15 s, loop_wait 3 s,
-retry_timeout 5 s; the role's defaults are 30/10/10) and prints the figures beside the seed's
-rollback target (2 minutes) and CloudNativePG's documented failover behaviour. Writes
-bench/results/ha.json. Not part of `make test` (no timing is asserted).
+It measures on the staging topology a run of tests/e2e/test_staging.py left up (seven podman
+hosts reached over SSH: three db hosts, the router host, the repository, scratch and monitoring
+hosts, converged by site.yml with the real inventories/staging), with staging's own Patroni
+timing (the role's defaults: ttl 30 s, loop_wait 10 s, retry_timeout 10 s), and prints the
+figures beside the seed's rollback target (2 minutes) and CloudNativePG's documented failover
+behaviour. Writes bench/results/ha.json. Not part of `make test` (no timing is asserted).
 
-    python bench/bench_ha.py [--trials 5] [--keep] [--reuse FILE]
+    OPENPOLICY_E2E_ENV_KEEP=/tmp/staging-keep pytest tests/e2e/test_staging.py
+    python bench/bench_ha.py --reuse /tmp/staging-keep [--trials 5] [--remove]
 
---reuse FILE measures on the hosts a test_ha run left up (OPENPOLICY_E2E_HA_KEEP=FILE names the
-file it writes its environment's folder to), without provisioning them again.
+--reuse FILE: the file that run wrote its topology's folder to (OPENPOLICY_E2E_ENV_KEEP).
+--remove takes the kept hosts down after the trials.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import base64
 import json
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -42,8 +43,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import yaml  # noqa: E402
+
 from bench.results_file import write_results  # noqa: E402
-from tests.e2e import test_ha as ha  # noqa: E402  (the e2e test's environment and helpers)
+from tests.e2e import staging_env as ha  # noqa: E402  (the e2e module's helpers)
+from tests.e2e.topology import Topology  # noqa: E402
+from tests.helpers import Kube  # noqa: E402
 
 ROLLBACK_TARGET_SECONDS = 120
 # CloudNativePG's documentation (looked up for this benchmark; not measured here):
@@ -76,49 +81,68 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 1), "median": round(statistics.median(values), 1), "max": round(max(values), 1)}
 
 
-def member_number(name: str) -> int:
-    return ha.DB_HOSTS.index(name) + 1
+def patroni_timing() -> dict[str, int]:
+    """Patroni's timing in staging: the role's defaults unless the inventory sets them."""
+    defaults = yaml.safe_load((REPO / "roles/patroni/defaults/main.yml").read_text())
+    chosen = yaml.safe_load((REPO / "inventories/staging/group_vars/all/ha.yml").read_text())
+    names = ("patroni_ttl", "patroni_loop_wait", "patroni_retry_timeout")
+    return {name: chosen.get(name, defaults[name]) for name in names}
 
 
-def whole(env: ha.HaEnv) -> bool:
+class Bench:
+    """The kept topology and what the trials log in with."""
+
+    def __init__(self, topo: Topology):
+        self.topo = topo
+        self.staging = ha.Staging(topo)
+        values = ha.vault_values(topo)
+        self.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
+        self.restapi_password = values["vault_ha_passwords"]["patroni_restapi"]
+
+    def database(self) -> ha.Database:
+        return ha.Database(self.topo.shared_ports["openpolicy_db_router_port"], self.owner_password)
+
+
+def whole(env: Bench) -> bool:
     """Every etcd member healthy, one Patroni leader, both replicas streaming from it (a known
     lag), and the router sending writes to one server: the state every trial starts from."""
-    if set(ha.etcd_health(env).values()) != {"true"}:
+    staging = env.staging
+    if set(staging.etcd_health().values()) != {"true"}:
         return False
-    members = ha.members()
+    members = staging.members()
     replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")]
     return (
         len(members) == 3
         and sum(m.get("role") == "leader" for m in members) == 1
         and len(replicas) == 2
         and all(m.get("state") in ("running", "streaming") and isinstance(m.get("lag"), int) for m in replicas)
-        and ha.router_active_servers().get("postgresql_primary") == 1
+        and staging.router_active_servers().get("postgresql_primary") == 1
     )
 
 
-def state(env: ha.HaEnv) -> str:
+def state(env: Bench) -> str:
     """What to look at when a trial fails: etcd, Patroni and the router, each in its own words."""
+    staging = env.staging
     try:
-        router = ha.router_active_servers()
+        router = staging.router_active_servers()
     except OSError as error:
         router = {"error": str(error)}
-    members = [{k: m.get(k) for k in ("name", "role", "state", "lag", "timeline")} for m in ha.members()]
-    return json.dumps({"etcd": ha.etcd_health(env), "patroni": members, "router_active_servers": router})
+    members = [{k: m.get(k) for k in ("name", "role", "state", "lag", "timeline")} for m in staging.members()]
+    return json.dumps({"etcd": staging.etcd_health(), "patroni": members, "router_active_servers": router})
 
 
-def wait_whole(env: ha.HaEnv) -> float:
+def wait_whole(env: Bench) -> float:
     started = time.monotonic()
     assert ha.wait_for(lambda: whole(env), WHOLE_TIMEOUT, 2), f"the cluster is not whole again: {state(env)}"
     return time.monotonic() - started
 
 
-def failover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
+def failover_trial(env: Bench, trial: int) -> tuple[float, float]:
     """(seconds from the kill until a write through the router succeeds, seconds until the
     restarted host is a whole member again)."""
     wait_whole(env)
-    leader = ha.leader()
-    db = ha.Database(env.owner_password)
-    with ha.Writer(db, f"bench_failover_{trial}") as writer:
+    leader = env.staging.leader()
+    with ha.Writer(env.database(), f"bench_failover_{trial}") as writer:
         assert ha.wait_for(lambda: len(writer.acknowledged) >= 10, 30)
         killed = time.monotonic()
         ha.podman("kill", leader, check=True)
@@ -135,27 +159,27 @@ def failover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
     return seconds, rejoined
 
 
-def switchover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
+def switchover_trial(env: Bench, trial: int) -> tuple[float, float]:
     """(longest pause between two acknowledged writes, seconds from Patroni's POST /switchover
     until a write through the router reached the new primary)."""
     wait_whole(env)
-    leader = ha.leader()
+    staging = env.staging
+    leader = staging.leader()
     # The inventory asks for synchronous mode: Patroni hands over only to the synchronous standby.
-    candidate = ha.wait_for(lambda: ha.named("sync_standby"), 60)
-    assert candidate, ha.members()
-    db = ha.Database(env.owner_password)
-    with ha.Writer(db, f"bench_switchover_{trial}") as writer:
+    candidate = ha.wait_for(lambda: staging.named("sync_standby"), 60)
+    assert candidate, staging.members()
+    with ha.Writer(env.database(), f"bench_switchover_{trial}") as writer:
         assert ha.wait_for(lambda: len(writer.acknowledged) >= 10, 30)
         body = json.dumps({"leader": leader, "candidate": candidate}).encode()
-        auth = base64.b64encode(f"patroni:{env.secrets['patroni_restapi_password']}".encode()).decode()
-        port = ha.ports(member_number(leader))["patroni_restapi_port"]
+        auth = base64.b64encode(f"patroni:{env.restapi_password}".encode()).decode()
+        port = env.topo.ports[leader]["patroni_restapi_port"]
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/switchover", data=body, method="POST",
             headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
         )  # fmt: skip
         asked = time.monotonic()
         urllib.request.urlopen(request, timeout=120).read()
-        assert ha.wait_for(lambda: ha.leader() == candidate, 120), state(env)
+        assert ha.wait_for(lambda: staging.leader() == candidate, 120), state(env)
         switched = time.monotonic()
         assert ha.wait_for(lambda: writer.acknowledged_since(switched), 120, 0.1), state(env)
         total = writer.last_ok - asked
@@ -168,39 +192,31 @@ def switchover_trial(env: ha.HaEnv, trial: int) -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--keep", action="store_true", help="leave the podman hosts running")
-    parser.add_argument("--reuse", type=Path, help="file naming the environment a test_ha run left up")
+    parser.add_argument(
+        "--reuse", type=Path, required=True, help="the OPENPOLICY_E2E_ENV_KEEP file of a test_staging run"
+    )
+    parser.add_argument("--remove", action="store_true", help="take the kept podman hosts down after the trials")
     args = parser.parse_args(argv)
-    provision = None
-    if args.reuse:
-        env = ha.HaEnv(Path(args.reuse.read_text().strip()), create=False)
-    else:
-        ha.remove_hosts()
-        env = ha.HaEnv(Path(tempfile.mkdtemp(prefix="bench-ha-")))
+    root = Path(args.reuse.read_text().strip())
+    # The cluster is not used here (and the module's kwok cluster is gone with its session).
+    topo = Topology("staging", root, Kube(root / "no-cluster", "none"), create=False)
     try:
-        if not args.reuse:
-            started = time.monotonic()
-            result = env.play(*ha.PLAYBOOKS, timeout=ha.PROVISION_TIMEOUT)
-            assert result.returncode == 0, ha.output(result)
-            provision = round(time.monotonic() - started, 1)
-        values = env.vault_values()
-        env.owner_password = values["vault_postgresql_passwords"]["openpolicy_owner"]
+        env = Bench(topo)
         failover_runs = [failover_trial(env, n) for n in range(args.trials)]
         switchover_runs = [switchover_trial(env, n) for n in range(args.trials)]
     finally:
-        if not args.keep:
-            ha.remove_hosts()
+        if args.remove:
+            topo.stop_hosts()
     failovers = [f for f, _ in failover_runs]
     rejoins = [r for _, r in failover_runs]
     pauses = [p for p, _ in switchover_runs]
     switchovers = [t for _, t in switchover_runs]
     results = {
         "trials": args.trials,
-        "patroni_timing": ha.PATRONI_TIMING,
+        "patroni_timing": patroni_timing(),
+        "topology": "tests/e2e/test_staging.py (inventories/staging over SSH, kept)",
         "router_check": "HAProxy, inter 1s fall 2 rise 2",
         "synchronous_mode": True,
-        # None: measured on the hosts a test_ha run provisioned (--reuse).
-        "provision_seconds": provision,
         "failover_seconds": summary(failovers),
         "old_primary_whole_again_seconds": summary(rejoins),
         "switchover_seconds": summary(switchovers),

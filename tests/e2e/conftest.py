@@ -25,15 +25,12 @@ MODULE_MINUTES = {
     # restore (5.8 min, was 8.5 with the services scaled one by one) and six shorter runs:
     # 7 passed in 33.3 min alone at a load average of 10 to 17 (2026-12-02, the cluster included).
     "test_restore_point": 33,
-    # Opt-in until seen passing (issue 11): 72 min at a load of 20-36 with seven SSH hosts (HA):
-    # 8 to start the hosts, 8 for the bad inventories, and the cold site.yml stopped after 51 min
-    # in provision_monitoring.yml (postgres_exporter under Patroni, fixed since), before the deploy.
-    "test_environments": 75,
-    # Five podman hosts provisioned in one run, Prometheus on the backup host (one narrow run) and
-    # the narrow runs after it: 58 min at a load of 12-18 (2026-12-02: provisioning 36 min, the
-    # monitoring host 6 min, the Prometheus cases 45 s) with the rerun case failing before its
-    # provision_ha.yml + provision_backups.yml run, which took 15.5 min alone at a load of 18.
-    "test_ha": 70,
+    # The staging topology (seven SSH hosts) converged once by site.yml, the environments' and the
+    # HA cases on it (was test_environments, opt-in, and test_ha 70 with five hosts of its own):
+    # 16 of 17 passed in 46.1 min at a load of 7-12 (2026-12-02: hosts 3.8, cold site.yml 21.2,
+    # the second site.yml 13.7, since opt-in and replaced by provision_ha + provision_backups: that
+    # case passed alone on the kept hosts in 6.4 min, its run 5.4, at a load of 3-6).
+    "test_staging": 50,
     "test_monitoring": 39,
     "test_faults": 26,  # 7 passed in 25m26s with the crash and rebuild cases, at a load of 7-16 (2026-12-02)
     # One staging environment for all its cases: 8 passed in 20.4 min at a load of 8-12 (13.7 min

@@ -1,6 +1,6 @@
 """What is production's own, on the real inventories/production, lean.
 
-The staging module (test_environments.py) proves the hosts' side of the shape over SSH (replica,
+The staging module (test_staging.py) proves the hosts' side of the shape over SSH (replica,
 TLS, backups, become, a second run changed=0); production's inventory differs from staging's
 in sizes and addresses, not in roles. What only production has is proven here, on the
 cheapest real setup: the real inventory with the topology's overlay (tests/e2e/topology.py)

@@ -28,11 +28,11 @@ import yaml
 from tests.helpers import REPO, Kube, recap, toolchain_env
 
 # SSH and server ports per environment, two hundred each; none is used by Molecule
-# (55432-58441), the local inventory (5432, 6379, 5433, 52201-52232), test_ha (61400-61499) or
+# (55432-58441), the local inventory (5432, 6379, 5433, 52201-52232) or
 # another e2e module.
 PORT_BASES = {"staging": 53000, "production": 53200}
 # Offsets within an environment's range: +host index (1-9) for each kind of port on every host,
-# named by the variable the roles read (tests/e2e/test_ha.py's ports() uses the same names).
+# named by the variable the roles read.
 HOST_PORTS = {
     "ansible_port": 0,
     "postgresql_port": 10,
@@ -55,9 +55,13 @@ HOST_PORTS = {
 # One port each for the servers that every client reaches by one value: the router's (read-write,
 # read-only, Redis master) and the monitoring host's.
 SHARED_PORTS = {
-    "postgresql_router_port": 180,
-    "postgresql_router_replica_port": 181,
-    "redis_sentinel_router_port": 182,
+    # The inventory's names for the router's ports: the shared layer (playbooks/group_vars/all/ha.yml)
+    # derives the roles' postgresql_router_port and the others from them, over any inventory value.
+    "openpolicy_db_router_port": 180,
+    "openpolicy_db_router_replica_port": 181,
+    "openpolicy_db_router_redis_port": 182,
+    # HAProxy's own Prometheus exporter on the router host.
+    "postgresql_router_metrics_port": 183,
     "prometheus_port": 190,
     "alertmanager_port": 191,
     "host_logs_collector_port": 192,
@@ -182,14 +186,16 @@ class Topology:
             "service_releases_redis_cidrs": ["127.0.0.1/32"],
             # The inventory gives the router the servers' own ports (each host has its own
             # address there); here the router shares the loopback with the db hosts.
-            "secrets_database_port": self.shared_ports["postgresql_router_port"],
-            "secrets_redis_port": self.shared_ports["redis_sentinel_router_port"],
+            "secrets_database_port": self.shared_ports["openpolicy_db_router_port"],
+            "secrets_redis_port": self.shared_ports["openpolicy_db_router_redis_port"],
         }
         limits = {
             # What these podman hosts cannot do (not how a real host differs): create the mount
-            # namespace of Debian's haproxy unit, or open more than 1024 files (HAProxy needs
-            # about 2 per connection). test_ha.py sets the same.
+            # namespace of Debian's haproxy and systemd-journal-upload units (status 226/NAMESPACE:
+            # the uploader failed on every host and each run started it again), or open more
+            # than 1024 files (HAProxy needs about 2 per connection).
             "postgresql_router_unit_sandboxing": False,
+            "host_logs_unit_sandboxing": False,
             "postgresql_router_maxconn": 150,
         }
         topology = {
@@ -411,7 +417,8 @@ def seed_vault_file(vault: Path) -> None:
 # --- bad staging inventories ---------------------------------------------------------------------
 # Changes of inventories/staging/hosts.yml that the preflight refuses on the control host, before
 # any host is contacted, each in one line naming the setting: tests/unit/test_environment_inventories.py
-# runs them without hosts, tests/e2e/test_environments.py on the topology (nothing changed there).
+# runs them without hosts (the preflight on the control host only: nothing can change), so
+# tests/e2e/test_staging.py runs on its fresh hosts only the case that needs them (an unreachable host).
 STAGING_DB_HOSTS = [f"openpolicy-staging-db{n}" for n in (1, 2, 3)]
 
 
@@ -436,6 +443,23 @@ def set_host_var(group: str, host: str, name: str, value) -> Callable[[dict], No
     return change
 
 
+def set_control_var(name: str, value) -> Callable[[dict], None]:
+    """A variable of the control host, where the preflight checks the topology."""
+
+    def change(hosts: dict) -> None:
+        hosts["all"]["children"]["control"]["hosts"]["localhost"][name] = value
+
+    return change
+
+
+def chain(*changes: Callable[[dict], None]) -> Callable[[dict], None]:
+    def change(hosts: dict) -> None:
+        for one in changes:
+            one(hosts)
+
+    return change
+
+
 # case: (change of hosts.yml, what the one line names)
 BAD_STAGING_INVENTORIES: dict[str, tuple[Callable[[dict], None], str]] = {
     "no repository host": (keep_group_hosts("backup", 0), "pgbackrest_repo_group"),
@@ -452,6 +476,15 @@ BAD_STAGING_INVENTORIES: dict[str, tuple[Callable[[dict], None], str]] = {
     "empty host group": (keep_group_hosts("db", 0), "postgresql_hosts_group"),
     # Under Patroni the services reach the primary through the router host only.
     "no router host under Patroni": (keep_group_hosts("db_router", 0), "postgresql_router_hosts_group"),
+    # Patroni needs a replica to fail over to, and a synchronous mode the replicas to confirm.
+    "patroni with one db host": (
+        keep_group_hosts("db", 1),
+        "postgresql_ha: patroni needs at least two hosts in group db",
+    ),
+    "a synchronous mode without the replicas it names": (
+        chain(keep_group_hosts("db", 2), set_control_var("patroni_synchronous_node_count", 2)),
+        "patroni_synchronous_mode: a synchronous mode with patroni_synchronous_node_count 2 needs",
+    ),
 }
 
 
