@@ -76,8 +76,8 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	yamllint --strict .
 	ansible-lint --profile production --offline
 	actionlint
-	ruff check scripts tests bench plugins roles/*/files
-	ruff format --check scripts tests bench plugins roles/*/files
+	ruff check scripts tests bench plugins molecule roles/*/files
+	ruff format --check scripts tests bench plugins molecule roles/*/files
 	# App charts vendor the library chart first (charts/*/charts/ is gitignored), then lint with
 	# each ci/*-values.yaml: their defaults leave required values (image, service) empty on purpose.
 	for chart in charts/*/; do \

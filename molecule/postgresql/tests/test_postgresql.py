@@ -80,7 +80,6 @@ def test_server_runs_under_systemd(host) -> None:
     assert host.service("postgresql@15-main").is_enabled
 
 
-
 def test_listens_only_on_loopback_with_its_port(host) -> None:
     # The images carry neither ss nor netstat: read the kernel's table of listening sockets.
     port = f"{PORTS[host.backend.name]:04X}"
