@@ -28,8 +28,9 @@ MODULE_MINUTES = {
     # The staging topology (seven SSH hosts) converged once by site.yml, the environments' and the
     # HA cases on it (was test_environments, opt-in, and test_ha 70 with five hosts of its own):
     # 16 of 17 passed in 46.1 min at a load of 7-12 (2026-12-02: hosts 3.8, cold site.yml 21.2,
-    # the second site.yml 13.7, since opt-in and replaced by provision_ha + provision_backups: that
-    # case passed alone on the kept hosts in 6.4 min, its run 5.4, at a load of 3-6).
+    # the second site.yml 13.7); 17 passed in 24.7 min within a whole make test-e2e at a load of
+    # 2-7 (2026-12-02: the converge 9.7, the old primary's return with the second site.yml 9.0).
+    # Alone on a quiet machine: cold site.yml 5.1 min, the second 5.1. Kept the longest: first.
     "test_staging": 50,
     "test_monitoring": 39,
     "test_faults": 26,  # 7 passed in 25m26s with the crash and rebuild cases, at a load of 7-16 (2026-12-02)
