@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             topo.stop_hosts()
         local_playbook(local, "teardown_local.yml", local_extra)
         run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
-    for name in ("local_cold_s", "local_noop_s"):
+    for name in ("staging_hosts_start_s", "staging_cold_s", "staging_noop_s", "local_cold_s", "local_noop_s"):
         figures[name] = round(figures[name], 1)
     figures["cold_ratio_staging_to_local"] = round(figures["staging_cold_s"] / figures["local_cold_s"], 2)
     figures["noop_ratio_staging_to_local"] = round(figures["staging_noop_s"] / figures["local_noop_s"], 2)
