@@ -124,7 +124,12 @@ def redis_config_drift(current: str, desired: str) -> list[str]:
     Redis may have rewritten it) and the one the role renders (`desired`), sorted; the
     directives the running server owns (COMMAND_LINE, and SET_BY_SERVER unless rendered) are
     left out. Empty: nothing to write."""
-    have, want = redis_config_settings(current), redis_config_settings(desired)
+    want = redis_config_settings(desired)
+    try:
+        have = redis_config_settings(current)
+    except ValueError:
+        # A file Redis would refuse to start with (a hand edit): every setting is written again.
+        return sorted(want)
     names = (set(have) | set(want)) - COMMAND_LINE - (SET_BY_SERVER - set(want))
     return sorted(name for name in names if have.get(name) != want.get(name))
 

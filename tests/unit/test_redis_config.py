@@ -88,6 +88,11 @@ def test_a_missing_or_foreign_file_differs_everywhere() -> None:
     assert redis_config.redis_config_drift("bind 0.0.0.0\nport 6379\n", RENDERED)[:2] == ["aclfile", "appendfilename"]
 
 
+def test_a_file_redis_would_refuse_is_written_again() -> None:
+    drift = redis_config.redis_config_drift(REWRITTEN + 'masterauth "unbalanced\n', RENDERED)
+    assert drift == sorted(redis_config.redis_config_settings(RENDERED))
+
+
 @pytest.mark.parametrize(
     ("written", "read"),
     [
