@@ -53,6 +53,7 @@ from tests.e2e.staging_env import (
     wait_for,
 )
 from tests.e2e.topology import Topology, running
+from tests.e2e.unproven import not_yet_proven
 from tests.helpers import failure_messages
 
 pytestmark = [pytest.mark.cluster]
@@ -470,3 +471,28 @@ def test_switchover_refuses_a_candidate_that_is_not_a_healthy_replica(topo: Topo
     messages = failure_messages(result)
     assert any(m.startswith("candidate: expected a running replica") for m in messages), output(result)
     assert staging.leader() == current
+
+
+@not_yet_proven(
+    15,
+    "a second failover after the first one and a switchover: bench_ha on this topology (2026-12-02) "
+    "killed the leader and no leader came within 180 s (replicas on timelines 3 and 4, synchronous mode)",
+)
+def test_losing_the_next_primary_host_too_keeps_every_acknowledged_write(
+    topo: Topology, staging: Staging, ha: dict
+) -> None:
+    """After the failover, the old primary's return and the switchover, every member is back:
+    losing the primary's host once more elects a leader again and no acknowledged row is lost.
+    Last in the module: it leaves one host down."""
+    assert wait_for(lambda: set(staging.etcd_health().values()) == {"true"}, 180, 2), staging.etcd_health()
+    leader = staging.leader()
+    db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
+    with Writer(db, "ha_second_failover") as writer:
+        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
+        killed = time.monotonic()
+        podman("kill", leader, check=True)
+        resumed = wait_for(lambda: writer.acknowledged_since(killed + 1), 240, 0.2)
+        assert resumed, f"no write succeeded after killing {leader}: {staging.members()}"
+        time.sleep(2)
+    assert staging.leader() not in ("", leader), staging.members()
+    assert writer.missing() == [], "acknowledged rows lost"
