@@ -51,6 +51,11 @@ def split_args(line: str) -> list[str]:
                     raise ValueError(f"unbalanced quotes in redis.conf line: {directive} ...")
                 break
             c = line[i]
+            if quote and c == quote:
+                if i + 1 < n and not line[i + 1].isspace():
+                    raise ValueError(f"a closing quote must be followed by a space: {directive} ...")
+                i += 1
+                break
             if quote == '"':
                 if c == "\\" and i + 3 < n and line[i + 1] == "x" and _is_hex(line[i + 2 : i + 4]):
                     current.append(chr(int(line[i + 2 : i + 4], 16)))
@@ -58,24 +63,12 @@ def split_args(line: str) -> list[str]:
                 elif c == "\\" and i + 1 < n:
                     current.append(_ESCAPES.get(line[i + 1], line[i + 1]))
                     i += 1
-                elif c == '"':
-                    if i + 1 < n and not line[i + 1].isspace():
-                        raise ValueError(f"a closing quote must be followed by a space: {directive} ...")
-                    quote = None
-                    i += 1
-                    break
                 else:
                     current.append(c)
             elif quote == "'":
                 if c == "\\" and i + 1 < n and line[i + 1] == "'":
                     current.append("'")
                     i += 1
-                elif c == "'":
-                    if i + 1 < n and not line[i + 1].isspace():
-                        raise ValueError(f"a closing quote must be followed by a space: {directive} ...")
-                    quote = None
-                    i += 1
-                    break
                 else:
                     current.append(c)
             elif c.isspace():
