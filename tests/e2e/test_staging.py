@@ -15,9 +15,10 @@ Lean for `make test`: the topology is made once and converged by one cold site.y
 after that looks at what it made or runs the narrow playbook it is about (backup.yml,
 restore_drill.yml, rotate_secrets.yml, switchover.yml); the one second site.yml run is the one
 after the lost primary's host returned, and proves both that the old primary is whole again
-without a change and that a second run changes nothing after a failover. The bad inventories that stop in the
-preflight on the control host are tests/unit/test_environment_inventories.py's (no host can
-change there); on the fresh hosts runs the case that needs them: one host unreachable.
+without a change and that a second run changes nothing after a failover. The bad inventories
+that stop in the preflight on the control host are tests/unit/test_environment_inventories.py's
+(no host can change there); on the fresh hosts runs the case that needs them: one host
+unreachable.
 
 The tests build on each other in file order. OPENPOLICY_E2E_ENV_KEEP=FILE leaves the topology up
 (FILE names its folder); OPENPOLICY_E2E_ENV_REUSE=FILE runs cases again on it (-k) while one is
