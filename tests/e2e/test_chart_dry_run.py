@@ -62,6 +62,8 @@ def test_dry_run_rejects_what_the_namespace_forbids(kube: Kube, rendered, monito
     the chart's own pod template as a bare Pod, first as rendered (accepted), then escalating.
     """
     server_side(kube, rendered[("local", "openpolicy-platform-local")], dry_run=False)
+    # The controller-manager adds a new namespace's default ServiceAccount a moment later.
+    kube.run("wait", "--for=create", "serviceaccount/default", "-n", render.namespace("local"), "--timeout=60s")
     deployment = next(m for m in rendered[("local", "auth-service")] if m["kind"] == "Deployment")
     template = deployment["spec"]["template"]
     pod = {

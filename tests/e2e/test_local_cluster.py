@@ -72,6 +72,12 @@ def test_api_server_binds_loopback_only(kube: Kube):
     assert server.startswith("https://127.0.0.1:"), server
 
 
+def test_controller_manager_and_scheduler_hold_no_leader_lease(kube: Kube):
+    """One of each, so no leader election: under load a missed lease renewal would stop them for good."""
+    leases = {lease["metadata"]["name"] for lease in kube.json("get", "leases", "-n", "kube-system")["items"]}
+    assert not leases & {"kube-controller-manager", "kube-scheduler"}, leases
+
+
 def test_second_run_changes_nothing(cluster_first_run, cluster_vars: dict):
     again = run_playbook("provision_cluster.yml", extra_vars=cluster_vars)
     assert again.returncode == 0, again.stdout[-3000:]

@@ -182,7 +182,19 @@ def kwokctl_config(chain: Toolchain) -> list[dict]:
         "kubeAuthorization": True,
         "quietPull": True,
     }
-    config = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokctlConfiguration", "options": options}
+    config = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": options,
+        # One controller-manager and one scheduler, so no leader election. With it (the
+        # default), a busy machine that delays the lease renewal past its 10-second deadline
+        # makes the component exit, and kwokctl's binary runtime does not restart it: Jobs
+        # then never complete and new namespaces get no default ServiceAccount.
+        "componentsPatches": [
+            {"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+            for name in ("kube-controller-manager", "kube-scheduler")
+        ],
+    }
     return [config, *stages(chain)]
 
 
