@@ -104,18 +104,25 @@ class Bench:
 
 
 def whole(env: Bench) -> bool:
-    """Every etcd member healthy, one Patroni leader, both replicas streaming from it (a known
-    lag), and the router sending writes to one server: the state every trial starts from."""
+    """Every etcd member healthy, one Patroni leader, both replicas following it (its timeline, a
+    known lag), and the router sending writes to one server: the state every trial starts from."""
     staging = env.staging
     if set(staging.etcd_health().values()) != {"true"}:
         return False
     members = staging.members()
+    leaders = [m for m in members if m.get("role") == "leader"]
     replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")]
     return (
         len(members) == 3
-        and sum(m.get("role") == "leader" for m in members) == 1
+        and len(leaders) == 1
         and len(replicas) == 2
-        and all(m.get("state") in ("running", "streaming") and isinstance(m.get("lag"), int) for m in replicas)
+        # On the leader's timeline: a returned old primary still on its own is running, not following.
+        and all(
+            m.get("state") in ("running", "streaming")
+            and isinstance(m.get("lag"), int)
+            and m.get("timeline") == leaders[0].get("timeline")
+            for m in replicas
+        )
         and staging.router_active_servers().get("postgresql_primary") == 1
     )
 

@@ -54,7 +54,6 @@ from tests.e2e.staging_env import (
     wait_for,
 )
 from tests.e2e.topology import Topology, running
-from tests.e2e.unproven import not_yet_proven
 from tests.helpers import failure_messages
 
 pytestmark = [pytest.mark.cluster]
@@ -344,7 +343,14 @@ def test_old_primary_returns_as_a_replica_and_a_second_site_run_changes_nothing(
         status, body = staging.rest(DB_HOSTS[0], "/patroni")
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
+    def on_the_leaders_timeline() -> bool:
+        """Both replicas follow: a replica left on the old timeline runs but replays nothing."""
+        members = staging.members()
+        timelines = {m.get("timeline") for m in members}
+        return len(members) == 3 and len(timelines) == 1 and None not in timelines
+
     assert wait_for(replica_again, 300, 2), staging.rest(DB_HOSTS[0], "/patroni")
+    assert wait_for(on_the_leaders_timeline, 60, 2), staging.members()
     # Its etcd member is one of three again: without it, losing one more host ends the quorum.
     assert wait_for(lambda: set(staging.etcd_health().values()) == {"true"}, 180, 2), staging.etcd_health()
     assert wait_for(lambda: staging.redis_master(ha["sentinel_password"]) in DB_HOSTS[1:], 10)
@@ -373,6 +379,38 @@ def test_old_primary_returns_as_a_replica_and_a_second_site_run_changes_nothing(
     assert not changed, f"changed on a second run: {changed}; Redis files written: {rewritten}\n{output(result)}"
     # Redis kept its master: the file Sentinel rewrote is still Redis's own.
     assert wait_for(lambda: staging.redis_master(ha["sentinel_password"]) in DB_HOSTS[1:], 10)
+
+
+def test_replicas_restore_no_wal_of_the_old_timeline_past_the_fork(topo: Topology, staging: Staging, ha: dict) -> None:
+    """The old primary archives the WAL it still has when it returns (Patroni, before pg_rewind):
+    the old timeline past the point the new primary forked. A replica that replayed it could not
+    follow the new primary any more (seen in bench_ha: no leader at the next failover). Replicas
+    restore through roles/patroni's command, which refuses the segment holding the fork and
+    passes history files."""
+    leader = staging.leader()
+    timeline = staging.rest(leader, "/patroni")[1]["timeline"]
+    history_file = f"{timeline:08X}.history"
+    history = topo.ssh(leader, f"sudo cat /var/lib/postgresql/15/main/pg_wal/{history_file}").stdout
+    # Its last line: the timeline it left and where (PostgreSQL's "parent<TAB>X/Y<TAB>reason").
+    parent, switchpoint = [line for line in history.splitlines() if line.strip()][-1].split()[:2]
+    high, low = (int(half, 16) for half in switchpoint.split("/"))
+    segment = f"{int(parent):08X}{high:08X}{low // (16 * 1024 * 1024):08X}"
+    replica = next(host for host in DB_HOSTS if host != leader)
+
+    def restore(wal_file: str) -> subprocess.CompletedProcess:
+        return topo.ssh(
+            replica,
+            f"cd /tmp && sudo -u postgres /usr/local/bin/openpolicy-patroni-restore-wal --stanza=openpolicy "
+            f"{wal_file} /tmp/restore-check-{wal_file}; status=$?; sudo rm -f /tmp/restore-check-{wal_file}; "
+            "exit $status",
+            check=False,
+        )
+
+    refused = restore(segment)
+    assert refused.returncode == 1, (segment, refused.stdout, refused.stderr)
+    assert f"timeline {timeline} left timeline {parent} at {switchpoint}" in refused.stderr, refused.stderr
+    passed = restore(history_file)
+    assert passed.returncode == 0, passed.stderr
 
 
 # --- operations after the failover -------------------------------------------------------------
@@ -474,11 +512,6 @@ def test_switchover_refuses_a_candidate_that_is_not_a_healthy_replica(topo: Topo
     assert staging.leader() == current
 
 
-@not_yet_proven(
-    15,
-    "a second failover after the first one and a switchover: bench_ha on this topology (2026-12-02) "
-    "killed the leader and no leader came within 180 s (replicas on timelines 3 and 4, synchronous mode)",
-)
 def test_losing_the_next_primary_host_too_keeps_every_acknowledged_write(
     topo: Topology, staging: Staging, ha: dict
 ) -> None:
