@@ -519,6 +519,9 @@ def test_losing_the_next_primary_host_too_keeps_every_acknowledged_write(
     losing the primary's host once more elects a leader again and no acknowledged row is lost.
     Last in the module: it leaves one host down."""
     assert wait_for(lambda: set(staging.etcd_health().values()) == {"true"}, 180, 2), staging.etcd_health()
+    # Synchronous mode: only the synchronous standby is promoted, and the switchover's primary
+    # names one a Patroni loop or two after taking over.
+    assert wait_for(lambda: staging.named("sync_standby"), 60, 2), staging.members()
     leader = staging.leader()
     db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
     with Writer(db, "ha_second_failover") as writer:
