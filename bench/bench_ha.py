@@ -105,7 +105,8 @@ class Bench:
 
 def whole(env: Bench) -> bool:
     """Every etcd member healthy, one Patroni leader, both replicas following it (its timeline, a
-    known lag), one of them its synchronous standby, and the router sending writes to one server: the state every trial starts from."""
+    known lag), one of them its synchronous standby, and the router sending writes to one server:
+    the state every trial starts from."""
     staging = env.staging
     if set(staging.etcd_health().values()) != {"true"}:
         return False
