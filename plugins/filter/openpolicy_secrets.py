@@ -32,6 +32,11 @@ from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog a
 
 MONITORING_USERS = ["postgres_exporter", "redis_exporter", "grafana_admin"]
 ALPHABET = string.ascii_letters + string.digits
+# What a provided password may not hold: the hosts' files carry passwords unquoted (redis.conf's
+# masterauth, Sentinel's auth-pass, HAProxy's AUTH check, a .pgpass line), where whitespace, a
+# quote or a backslash splits or escapes, `#` starts a comment, `:` separates fields and `$`
+# names an environment variable inside HAProxy's double quotes.
+UNSAFE_IN_FILES = frozenset(" \t\"'\\#:$")
 
 
 def _plain(value: Any) -> Any:
@@ -128,7 +133,8 @@ def generate_secrets(missing: list[dict], length: int = 32, passphrase_length: i
 def weak_secrets(values: dict, required: list[dict], min_length: int = 16) -> list[str]:
     """One line per provided password or passphrase that is too weak: shorter than
     ``min_length`` (passphrases: twice that) or with fewer than three of lower case, upper case,
-    digits and other characters. Names the key, never the value."""
+    digits and other characters; or that holds a character the hosts' files cannot carry
+    unquoted (UNSAFE_IN_FILES, non-ASCII, control characters). Names the key, never the value."""
     values = _plain(values) or {}
     lines = []
     for spec in _plain(required):
@@ -147,7 +153,12 @@ def weak_secrets(values: dict, required: list[dict], min_length: int = 16) -> li
                 any(not c.isalnum() for c in value),
             ]
         )
-        if len(value) < need:
+        if any(c in UNSAFE_IN_FILES or not c.isprintable() or not c.isascii() for c in value):
+            lines.append(
+                f"secrets: {spec['key']}: expected printable ASCII without spaces, quotes, backslash, '#', ':' or '$' "
+                "(the hosts' configuration files carry it unquoted)"
+            )
+        elif len(value) < need:
             lines.append(f"secrets: {spec['key']}: too weak, {len(value)} characters where at least {need} are needed")
         elif classes < 3:
             lines.append(

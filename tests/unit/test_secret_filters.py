@@ -91,6 +91,27 @@ def test_weak_passwords_are_named_never_shown(value: str, why: str | None):
     assert why in lines[0] and value not in lines[0]
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["Has a Space 12345678", 'Quote"Inside12345678', "Quote'Inside12345678", "Back\\slash12345678",
+     "Hash#Comment12345678", "Colon:Field12345678", "Dollar$HOME12345678", "Tab\tInside12345678", "Ümlaut12345678abc"],
+)  # fmt: skip
+def test_a_password_the_hosts_files_cannot_carry_is_refused_naming_the_key(value: str):
+    values = full_vault()
+    values["vault_redis_passwords"]["auth-service"] = value
+    lines = secrets.weak_secrets(values, secrets.required_secrets(CATALOG, ROLES))
+    assert lines == [
+        "secrets: vault_redis_passwords.auth-service: expected printable ASCII without spaces, quotes, "
+        "backslash, '#', ':' or '$' (the hosts' configuration files carry it unquoted)"
+    ]
+
+
+def test_other_punctuation_is_a_strong_password():
+    values = full_vault()
+    values["vault_redis_passwords"]["auth-service"] = "Str0ng!%&()*+,-./;<=>?@[]^_`{|}~"
+    assert secrets.weak_secrets(values, secrets.required_secrets(CATALOG, ROLES)) == []
+
+
 def test_each_service_secret_has_exactly_its_keys_and_a_checksum():
     values = full_vault()
     names = [s["name"] for s in CATALOG["services"]]
