@@ -111,23 +111,17 @@ def whole(env: Bench) -> bool:
     if set(staging.etcd_health().values()) != {"true"}:
         return False
     members = staging.members()
-    leaders = [m for m in members if m.get("role") == "leader"]
     replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")]
     return (
         len(members) == 3
-        and len(leaders) == 1
+        and sum(m.get("role") == "leader" for m in members) == 1
         and len(replicas) == 2
         # Staging's synchronous mode: Patroni promotes only the synchronous standby, and a new
         # primary names one about two Patroni loops after its promotion. A primary lost before
         # that is not replaced automatically (no replica is known to have every commit).
         and any(m.get("role") == "sync_standby" for m in replicas)
-        # On the leader's timeline: a returned old primary still on its own is running, not following.
-        and all(
-            m.get("state") in ("running", "streaming")
-            and isinstance(m.get("lag"), int)
-            and m.get("timeline") == leaders[0].get("timeline")
-            for m in replicas
-        )
+        and all(m.get("state") in ("running", "streaming") and isinstance(m.get("lag"), int) for m in replicas)
+        and staging.on_one_timeline(members)
         and staging.router_active_servers().get("postgresql_primary") == 1
     )
 

@@ -94,6 +94,13 @@ class Staging:
     def leader(self) -> str:
         return self.named("leader")
 
+    @staticmethod
+    def on_one_timeline(members: list[dict]) -> bool:
+        """Every member on the same known timeline: a replica left on the old one still shows
+        `running` with a small lag but replays nothing (roles/patroni's restore command)."""
+        timelines = {m.get("timeline") for m in members}
+        return len(timelines) == 1 and None not in timelines
+
     # --- etcd, the router, Prometheus ---------------------------------------------------------
 
     def etcd_health(self) -> dict[str, str]:

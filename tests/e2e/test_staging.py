@@ -284,18 +284,26 @@ def test_prometheus_scrapes_patroni_and_etcd_on_every_db_host(staging: Staging, 
 # --- losing the primary's host -----------------------------------------------------------------
 
 
+def lose_host_under_writes(db: Database, staging: Staging, table: str, host: str) -> tuple[Writer, float]:
+    """Kill a host while rows are written through the router into `table`: the writer, stopped
+    2 s after writes came back, and the seconds from the kill to the first write after it."""
+    with Writer(db, table) as writer:
+        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
+        killed = time.monotonic()
+        podman("kill", host, check=True)
+        # Staging's Patroni timing (ttl 30 s, loop_wait 10 s): a new leader after about ttl.
+        resumed = wait_for(lambda: writer.acknowledged_since(killed + 1), 240, 0.2)
+        assert resumed, f"no write succeeded after killing {host}: {staging.members()}"
+        gap = writer.last_ok - killed
+        time.sleep(2)
+    return writer, gap
+
+
 def test_losing_the_primary_host_keeps_every_acknowledged_write(topo: Topology, staging: Staging, ha: dict) -> None:
     old = staging.leader()
     assert old == DB_HOSTS[0], staging.members()
     db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
-    with Writer(db, "ha_failover") as writer:
-        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
-        killed = time.monotonic()
-        podman("kill", old, check=True)
-        # Staging's Patroni timing (ttl 30 s, loop_wait 10 s): a new leader after about ttl.
-        assert wait_for(lambda: writer.acknowledged_since(killed + 1), 240, 0.2), "no write succeeded after the kill"
-        gap = writer.last_ok - killed
-        time.sleep(2)
+    writer, gap = lose_host_under_writes(db, staging, "ha_failover", old)
     new_leader = staging.leader()
     assert new_leader in DB_HOSTS[1:], new_leader
     assert writer.missing() == [], "acknowledged rows lost"
@@ -344,10 +352,8 @@ def test_old_primary_returns_as_a_replica_and_a_second_site_run_changes_nothing(
         return status == 200 and body.get("role") == "replica" and body.get("state") == "running"
 
     def on_the_leaders_timeline() -> bool:
-        """Both replicas follow: a replica left on the old timeline runs but replays nothing."""
         members = staging.members()
-        timelines = {m.get("timeline") for m in members}
-        return len(members) == 3 and len(timelines) == 1 and None not in timelines
+        return len(members) == 3 and staging.on_one_timeline(members)
 
     assert wait_for(replica_again, 300, 2), staging.rest(DB_HOSTS[0], "/patroni")
     assert wait_for(on_the_leaders_timeline, 60, 2), staging.members()
@@ -524,12 +530,6 @@ def test_losing_the_next_primary_host_too_keeps_every_acknowledged_write(
     assert wait_for(lambda: staging.named("sync_standby"), 60, 2), staging.members()
     leader = staging.leader()
     db = Database(topo.shared_ports["openpolicy_db_router_port"], ha["owner_password"])
-    with Writer(db, "ha_second_failover") as writer:
-        assert wait_for(lambda: len(writer.acknowledged) >= 20, 30)
-        killed = time.monotonic()
-        podman("kill", leader, check=True)
-        resumed = wait_for(lambda: writer.acknowledged_since(killed + 1), 240, 0.2)
-        assert resumed, f"no write succeeded after killing {leader}: {staging.members()}"
-        time.sleep(2)
+    writer, _ = lose_host_under_writes(db, staging, "ha_second_failover", leader)
     assert staging.leader() not in ("", leader), staging.members()
     assert writer.missing() == [], "acknowledged rows lost"

@@ -74,10 +74,10 @@ def refusal(wal_file: str, next_history: str | None) -> str | None:
     )
 
 
-def archive_get(stanza: str, wal_file: str, destination: str) -> int:
-    return subprocess.run(
-        ["pgbackrest", f"--stanza={stanza}", "archive-get", wal_file, destination], check=False
-    ).returncode
+def archive_get(stanza: str, wal_file: str, destination: str, quiet: bool = False) -> int:
+    """pgBackRest's exit code: 0 restored, 1 not in the repository, others an error."""
+    command = ["pgbackrest", f"--stanza={stanza}", "archive-get", wal_file, destination]
+    return subprocess.run(command, check=False, capture_output=quiet).returncode
 
 
 def next_history(stanza: str, wal_file: str) -> str | None:
@@ -88,11 +88,9 @@ def next_history(stanza: str, wal_file: str) -> str | None:
     name = f"{segment[0] + 1:08X}.history"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
-        found = subprocess.run(
-            ["pgbackrest", f"--stanza={stanza}", "archive-get", name, str(path)],
-            check=False, capture_output=True,
-        )  # fmt: skip
-        return path.read_text() if found.returncode == 0 and path.is_file() else None
+        # Usually absent (no newer timeline): pgBackRest's own "not found" stays out of the log.
+        found = archive_get(stanza, name, str(path), quiet=True) == 0
+        return path.read_text() if found and path.is_file() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
