@@ -9,7 +9,8 @@ its inputs), so a second run finds it and does nothing:
     ~/.cache/openpolicy-deploy/<tool>-<version>/bin  Go programs built from the module proxy
 
 The repository gets one gitignored folder, `.toolchain/`, of symlinks into that cache:
-`.toolchain/bin` (put it first on PATH), `.toolchain/venv` and `.toolchain/collections`
+`.toolchain/bin` (put it first on PATH), `.toolchain/venv`, `.toolchain/mitogen-strategy` (ansible.cfg's
+strategy, inside the venv) and `.toolchain/collections`
 (ansible.cfg reads collections from there).
 
 Usage: scripts/bootstrap.py [--only STEP[,STEP]] [--list]
@@ -290,6 +291,10 @@ def step_venv(versions: dict) -> str:
     with cache_lock(folder):
         state = "cached" if is_complete(folder) else install_venv(folder, versions)
     link(folder, TOOLCHAIN / "venv")
+    # ansible.cfg names Mitogen's strategy plugins by this link: their folder inside the venv
+    # carries the venv's Python version in its path.
+    site_packages = folder / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    link(site_packages / "ansible_mitogen" / "plugins" / "strategy", TOOLCHAIN / "mitogen-strategy")
     return f"{state} {folder.name}"
 
 
