@@ -9,8 +9,8 @@ its inputs), so a second run finds it and does nothing:
     ~/.cache/openpolicy-deploy/<tool>-<version>/bin  Go programs built from the module proxy
 
 The repository gets one gitignored folder, `.toolchain/`, of symlinks into that cache:
-`.toolchain/bin` (put it first on PATH), `.toolchain/venv`, `.toolchain/mitogen-strategy` (ansible.cfg's
-strategy, inside the venv) and `.toolchain/collections`
+`.toolchain/bin` (put it first on PATH), `.toolchain/venv`, `.toolchain/mitogen-strategy`
+(Mitogen's opt-in strategies, inside the venv) and `.toolchain/collections`
 (ansible.cfg reads collections from there).
 
 Usage: scripts/bootstrap.py [--only STEP[,STEP]] [--list]
