@@ -1,9 +1,9 @@
 """The module postgresql_service_gaps: which services roles/postgresql's per-service tasks must run for.
 
 The verifiers below were made by PostgreSQL 15 itself (CREATE ROLE ... PASSWORD 'probe-password',
-then again under SET password_encryption = 'md5'), for a throwaway role. The queries run in the
-Molecule scenario `postgresql` and in every converge on a db host; here are the decisions made of
-what they read.
+then again with the session's encryption set to md5), for a throwaway role. The queries run in
+the Molecule scenario `postgresql` and in every converge on a db host; here are the decisions
+made of what they read.
 """
 
 from __future__ import annotations
