@@ -7,6 +7,8 @@ started or changed when it fails.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
@@ -18,6 +20,13 @@ INVENTORIES = REPO / "inventories"
 SHARED_VARS = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all" / "databases.yml").read_text())
 DERIVED = ("postgresql_service_schemas", "postgresql_role_passwords", "redis_users", "redis_user_passwords")
 ONLY_DATABASES = {"preflight_roles_to_validate": ["postgresql", "redis"]}
+
+
+def own_vault(tmp_path: Path) -> dict:
+    """The preflight stores the secrets it generates: into the test's own vault, never into
+    inventories/local's (the tests' password would lock `make up` out of it)."""
+    return {"secrets_vault_file": str(tmp_path / "vault.yml")}
+
 
 BAD_INPUTS = {
     "version the source lacks": ({"postgresql_version": 16}, "postgresql_version", "expected one of 15"),
@@ -108,15 +117,15 @@ def test_database_passwords_come_from_the_vault() -> None:
     assert "inventories/*/credentials/" in (REPO / ".gitignore").read_text()
 
 
-def test_local_inventory_passes_the_preflight() -> None:
-    result = run_playbook("preflight.yml", extra_vars=ONLY_DATABASES)
+def test_local_inventory_passes_the_preflight(tmp_path: Path) -> None:
+    result = run_playbook("preflight.yml", extra_vars={**ONLY_DATABASES, **own_vault(tmp_path)})
     assert result.returncode == 0, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_fails_in_the_preflight_in_one_line(case: str) -> None:
+def test_bad_input_fails_in_the_preflight_in_one_line(case: str, tmp_path: Path) -> None:
     extra, setting, detail = BAD_INPUTS[case]
-    result = run_playbook("preflight.yml", extra_vars={**ONLY_DATABASES, **extra})
+    result = run_playbook("preflight.yml", extra_vars={**ONLY_DATABASES, **own_vault(tmp_path), **extra})
     assert result.returncode != 0, result.stdout[-2000:]
     messages = [m for m in failure_messages(result) if m.startswith("preflight:")]
     assert messages, result.stdout[-3000:] + result.stderr[-2000:]
