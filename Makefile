@@ -87,8 +87,9 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), ruff, helm lint
 	  else for v in $$values; do helm lint --strict --quiet "$$chart" -f "$$v" || exit 1; done; fi; \
 	done
 
+# The fifteen slowest tests close the output: where the edit loop's time goes.
 test-unit: bootstrap ## pytest: Python units, toolchain, charts and alert rules (no cluster needed)
-	$(PYTEST) -n $(PYTEST_WORKERS) tests/unit tests/charts
+	$(PYTEST) -n $(PYTEST_WORKERS) --durations=15 tests/unit tests/charts
 
 # Lint and the pytest workers side by side (each prints when it is done): the edit loop.
 test-quick: bootstrap ## the edit loop: lint, unit and chart tests side by side (no podman, no cluster)

@@ -9,6 +9,7 @@ modules and the chart tests (tests/charts/render.py) import them from here.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from typing import Any
@@ -115,7 +116,7 @@ def redis_url(user: str, password: str, host: str, port: int | str) -> str:
     return f"redis://{user}:{quote(str(password), safe='')}@{host}:{port}/0"
 
 
-def platform_inputs(catalog: dict, connection_limits: dict | None = None) -> dict:
+def platform_inputs(catalog: dict | str, connection_limits: dict | None = None) -> dict:
     """Everything the roles derive from the catalog, as one mapping (the `openpolicy_platform`
     variable, docs/operator-guide.md):
 
@@ -127,7 +128,13 @@ def platform_inputs(catalog: dict, connection_limits: dict | None = None) -> dic
     - ``secret_keys``: {service: [keys of <service>-secrets]} (only services with secrets)
     - ``secret_env``: {service: {ENV: key}} (what each service's chart reads from its Secret)
     - ``namespace_pattern``; ``catalog``: the catalog itself (for the filters that take it)
+
+    ``catalog`` is the catalog or its file's text. The text is parsed and derived once per
+    process (``platform_inputs_of_text``): `openpolicy_platform` is templated again at every
+    reference, and the preflight's checks refer to it for every host of every loop.
     """
+    if isinstance(catalog, str) and not connection_limits:
+        return json.loads(platform_inputs_of_text(str(catalog)))
     catalog = plain(catalog)
     limits = plain(connection_limits) or {}
     entries = catalog["services"]
@@ -155,6 +162,17 @@ def platform_inputs(catalog: dict, connection_limits: dict | None = None) -> dic
         "secret_env": {e["name"]: secret_env(catalog, e["name"]) for e in entries if secret_env(catalog, e["name"])},
         "catalog": catalog,
     }
+
+
+@functools.lru_cache(maxsize=4)
+def platform_inputs_of_text(text: str) -> str:
+    """platform_inputs of the catalog file's text, as JSON: a cached value callers cannot change
+    (each gets its own copy from json.loads, faster than a deepcopy)."""
+    # Imported here: modules that import this file run where PyYAML may be missing.
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return json.dumps(platform_inputs(yaml.load(text, Loader=loader)))
 
 
 def schemas_with_limits(schemas: list[dict], connection_limits: dict | None) -> list[dict]:

@@ -133,3 +133,15 @@ def test_bad_input_fails_in_the_preflight_in_one_line(case: str, tmp_path: Path)
     assert setting in final, final
     assert detail in final, final
     assert "\n" not in final, f"not one line: {final!r}"
+
+
+def test_the_catalog_text_gives_the_same_inputs_parsed_once_and_copied() -> None:
+    """openpolicy_platform hands the filter the catalog file's text: parsed once per process,
+    the same inputs as from the parsed catalog, and each caller gets a copy of its own."""
+    text = (REPO / "catalog" / "services.yml").read_text()
+    platform.platform_inputs_of_text.cache_clear()
+    first = platform.platform_inputs(text)
+    assert first == platform.platform_inputs(yaml.safe_load(text))
+    first["services"].append("changed-by-a-caller")
+    assert "changed-by-a-caller" not in platform.platform_inputs(text)["services"]
+    assert platform.platform_inputs_of_text.cache_info().misses == 1
