@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,20 @@ class DeployEnv:
 
     def snapshot(self) -> tuple[dict, dict]:
         return self.history(), self.resource_versions()
+
+    def settled_snapshot(self, quiet: float = 3.0, timeout: float = 90.0) -> tuple[dict, dict]:
+        """The snapshot once nothing in the namespace has changed for `quiet` seconds: after a
+        rollback the controllers and kwok still scale down and delete the replaced pods for a
+        while, and a no-op proof taken in the middle of that would blame the rerun for them."""
+        deadline = time.monotonic() + timeout
+        last = self.snapshot()
+        while True:
+            time.sleep(quiet)
+            current = self.snapshot()
+            if current == last:
+                return current
+            assert time.monotonic() < deadline, f"the namespace {self.namespace} never settled"
+            last = current
 
     def release_sets(self) -> list[dict]:
         items = self.kube.json("get", "configmaps", "-n", self.namespace, "-l", "openpolicy.dev/release-set")["items"]
