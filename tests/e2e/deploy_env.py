@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,15 +117,16 @@ class DeployEnv:
         """The snapshot once nothing in the namespace has changed for `quiet` seconds: after a
         rollback the controllers and kwok still scale down and delete the replaced pods for a
         while, and a no-op proof taken in the middle of that would blame the rerun for them."""
-        deadline = time.monotonic() + timeout
-        last = self.snapshot()
-        while True:
-            time.sleep(quiet)
+        last: list = []
+
+        def unchanged_since_the_last_look():
             current = self.snapshot()
-            if current == last:
-                return current
-            assert time.monotonic() < deadline, f"the namespace {self.namespace} never settled"
-            last = current
+            settled = last == [current]
+            last[:] = [current]
+            return current if settled else None
+
+        what = f"the namespace {self.namespace} to settle"
+        return self.kube.wait_for(unchanged_since_the_last_look, timeout=timeout, interval=quiet, what=what)
 
     def release_sets(self) -> list[dict]:
         items = self.kube.json("get", "configmaps", "-n", self.namespace, "-l", "openpolicy.dev/release-set")["items"]
