@@ -253,9 +253,19 @@ def test_autoscaling_follows_the_catalog(rendered: dict, case: tuple[str, str]) 
     assert metrics == {"cpu": target["cpu_pct"], "memory": target["memory_pct"]}
     assert spec["behavior"]["scaleUp"]["policies"] and spec["behavior"]["scaleDown"]["policies"]
     assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 60
+    # Down one pod a minute by default: a lull does not empty a service at once.
+    assert spec["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
     if env == "production":
         assert (spec["minReplicas"], spec["maxReplicas"]) == (target["min"], target["max"])
     assert spec["minReplicas"] <= spec["maxReplicas"]
+
+
+def test_scale_down_rate_is_a_value() -> None:
+    faster = {"autoscaling": {"scaleDownPodsPerMinute": 10, "scaleDownStabilizationSeconds": 30}}
+    manifests = render.render_service("auth-service", "production", faster)
+    behavior = one(manifests, "HorizontalPodAutoscaler")["spec"]["behavior"]["scaleDown"]
+    assert behavior["stabilizationWindowSeconds"] == 30
+    assert behavior["policies"] == [{"type": "Pods", "value": 10, "periodSeconds": 60}]
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
