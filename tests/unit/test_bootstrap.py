@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,6 +60,28 @@ def test_ansible_loads_the_pinned_kubernetes_core():
     assert module.startswith(str(REPO / ".toolchain" / "collections")), module
     manifest = Path(module).parents[2] / "MANIFEST.json"
     assert json.loads(manifest.read_text())["collection_info"]["version"] == "6.6.0"
+
+
+def test_the_default_strategy_leaves_every_cpu_to_the_tasks(tmp_path):
+    """Mitogen pins its workers (and what they start) to one core; ansible.cfg's strategy does not."""
+    playbook = tmp_path / "affinity.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n"
+        "  vars: {ansible_python_interpreter: '{{ ansible_playbook_python }}'}\n  tasks:\n"
+        "    - ansible.builtin.command: python3 -c 'import os; print(sorted(os.sched_getaffinity(0)))'\n"
+        "      register: cpus\n      changed_when: false\n"
+        "    - ansible.builtin.debug: {msg: 'CPUS {{ cpus.stdout }}'}\n"
+    )
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook)],
+        cwd=REPO,
+        env=toolchain_env(),
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    assert "mitogen_linear_unpinned" in (REPO / "ansible.cfg").read_text()
+    assert f"CPUS {sorted(os.sched_getaffinity(0))}" in result.stdout, result.stdout
 
 
 def test_second_bootstrap_changes_and_rebuilds_nothing():
