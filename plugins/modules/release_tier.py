@@ -152,6 +152,17 @@ class Upgrade:
         }
 
 
+def wait_for_helm(upgrades, interval: float) -> bool:
+    """Up to `interval` seconds, less once every Helm has ended: whether one still runs.
+
+    The tier is done the moment its last Helm ends, not at the next tick of the poll.
+    """
+    deadline = time.monotonic() + interval
+    for upgrade in upgrades:
+        upgrade.reader.join(max(0.0, deadline - time.monotonic()))
+    return any(upgrade.running() for upgrade in upgrades)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -175,8 +186,7 @@ def main() -> None:
     selector = f"app.kubernetes.io/instance in ({','.join(sorted(upgrades))})"
     poll = [*release_state.cli_prefix(params, params["kubectl"]), "get", "pods", "--selector", selector, "-o", "json"]
     failing_since: dict[str, float] = {}
-    while any(u.running() for u in upgrades.values()):
-        time.sleep(params["interval"])
+    while wait_for_helm(upgrades.values(), params["interval"]):
         if params["failure_grace"] <= 0:
             continue
         rc, out, _ = module.run_command(poll)

@@ -209,3 +209,22 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
     ):
         assert flag in upgrade, upgrade
     assert not any("--labels" in arg for c in calls if "fine" in c for arg in c)
+
+
+def test_tier_ends_when_its_last_helm_ends_not_at_the_next_poll(tmp_path):
+    for name in ("helm", "kubectl"):
+        (tmp_path / name).write_text(FAKE_TIER)
+        (tmp_path / name).chmod(0o755)
+    module_args = {
+        "namespace": "ns",
+        "kubeconfig": str(tmp_path / "kubeconfig"),
+        "chart": "charts/openpolicy-service",
+        "releases": [{"name": "fine", "values": {"replicaCount": 1}, "labels": {}}],
+        "interval": 30.0,
+        "binary": str(tmp_path / "helm"),
+        "kubectl": str(tmp_path / "kubectl"),
+    }
+    started = time.monotonic()
+    releases = run_module("release_tier", tmp_path, module_args)["releases"]
+    assert releases["fine"]["rc"] == 0
+    assert time.monotonic() - started < 15, "the tier waited for the poll's interval after Helm ended"
