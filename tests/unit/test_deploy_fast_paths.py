@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from ansible_collections.openpolicy.deploy.plugins.module_utils import catalog as platform
@@ -172,24 +173,28 @@ print("Release " + name + " has been upgraded.")
 """
 
 
-def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
+def fake_tier_args(tmp_path: Path, releases: list[dict], **options) -> dict:
+    """release_tier's arguments with FAKE_TIER as helm and kubectl in tmp_path."""
     for name in ("helm", "kubectl"):
         (tmp_path / name).write_text(FAKE_TIER)
         (tmp_path / name).chmod(0o755)
-    module_args = {
+    return {
         "namespace": "ns",
         "kubeconfig": str(tmp_path / "kubeconfig"),
         "chart": "charts/openpolicy-service",
-        "releases": [
-            {"name": "crash", "values": {"replicaCount": 1}, "labels": {"openpolicy.dev/values-revision": "2"}},
-            {"name": "fine", "values": {"replicaCount": 2}, "labels": {}},
-        ],
-        "timeout": 30,
-        "failure_grace": 1,
-        "interval": 0.2,
+        "releases": releases,
         "binary": str(tmp_path / "helm"),
         "kubectl": str(tmp_path / "kubectl"),
+        **options,
     }
+
+
+def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
+    releases = [
+        {"name": "crash", "values": {"replicaCount": 1}, "labels": {"openpolicy.dev/values-revision": "2"}},
+        {"name": "fine", "values": {"replicaCount": 2}, "labels": {}},
+    ]
+    module_args = fake_tier_args(tmp_path, releases, timeout=30, failure_grace=1, interval=0.2)
     started = time.monotonic()
     releases = run_module("release_tier", tmp_path, module_args)["releases"]
     assert time.monotonic() - started < 20, "the crashing release was left to its timeout"
@@ -212,18 +217,8 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
 
 
 def test_tier_ends_when_its_last_helm_ends_not_at_the_next_poll(tmp_path):
-    for name in ("helm", "kubectl"):
-        (tmp_path / name).write_text(FAKE_TIER)
-        (tmp_path / name).chmod(0o755)
-    module_args = {
-        "namespace": "ns",
-        "kubeconfig": str(tmp_path / "kubeconfig"),
-        "chart": "charts/openpolicy-service",
-        "releases": [{"name": "fine", "values": {"replicaCount": 1}, "labels": {}}],
-        "interval": 30.0,
-        "binary": str(tmp_path / "helm"),
-        "kubectl": str(tmp_path / "kubectl"),
-    }
+    releases = [{"name": "fine", "values": {"replicaCount": 1}, "labels": {}}]
+    module_args = fake_tier_args(tmp_path, releases, interval=30.0)
     started = time.monotonic()
     releases = run_module("release_tier", tmp_path, module_args)["releases"]
     assert releases["fine"]["rc"] == 0
