@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -358,3 +359,33 @@ def test_a_second_bootstrap_waits_for_the_one_building_the_same_folder(tmp_path,
     thread.join()
     assert order == ["first done", "second builds or finds it built"]
     assert "waiting for another bootstrap that is building helm-v4.3.1" in capsys.readouterr().out
+
+
+def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_runs(tmp_path, monkeypatch):
+    """The compressed source and related modules of a module sent to a host: built and kept on the
+    first run, read back on the next (the same answer), made anew when the source changes."""
+    spec = importlib.util.spec_from_file_location(
+        "mitogen_linear_unpinned", REPO / "plugins" / "strategy" / "mitogen_linear_unpinned.py"
+    )
+    strategy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strategy)
+    import mitogen.master
+
+    monkeypatch.setattr(strategy, "MODULE_CACHE", tmp_path)
+    broker = mitogen.master.Broker()
+    try:
+        responder = mitogen.master.Router(broker).responder
+        built = strategy._build_tuple_kept_across_runs(responder, "ansible.module_utils.basic")
+        entries = sorted(tmp_path.iterdir())
+        assert len(entries) == 1
+        written = entries[0].stat().st_mtime_ns
+        responder._cache.clear()  # Mitogen's memory of this run: the next read is from the file
+        read = strategy._build_tuple_kept_across_runs(responder, "ansible.module_utils.basic")
+        assert read == built and read[4], "the same source, compressed source and related modules"
+        assert entries[0].stat().st_mtime_ns == written, "read, not built and written again"
+        assert mitogen.master.ModuleResponder._build_tuple.__wrapped__ is strategy._MITOGEN_BUILD_TUPLE
+        path, source, _ = responder._finder.get_module_source("ansible.module_utils.basic")
+        assert strategy._cache_key("ansible.module_utils.basic", path, source + b"\n") != entries[0].name
+    finally:
+        broker.shutdown()
+        broker.join()
