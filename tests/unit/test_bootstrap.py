@@ -85,6 +85,62 @@ def test_the_default_strategy_leaves_every_cpu_to_the_tasks(tmp_path):
     assert f"CPUS {sorted(os.sched_getaffinity(0))}" in result.stdout, result.stdout
 
 
+# Controller-side tasks of every kind the default strategy runs in its own process: loops,
+# delegated facts, a failure and its rescue, includes, groups and hosts added at run time.
+IN_PROCESS_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - ansible.builtin.set_fact:
+        total: "{{ (total | default(0) | int) + item }}"
+        runner: "{{ lookup('ansible.builtin.pipe', 'echo $PPID') }}"
+      loop: [1, 2, 3]
+    - ansible.builtin.set_fact: {given: handed over}
+      delegate_to: other
+      delegate_facts: true
+    - ansible.builtin.add_host: {name: added, groups: [late]}
+    - ansible.builtin.group_by: {key: "grouped_{{ total }}"}
+    - block:
+        - ansible.builtin.assert: {that: total | int == 7, fail_msg: "total is {{ total }}", quiet: true}
+      rescue:
+        - ansible.builtin.set_fact: {caught: "{{ ansible_failed_result.msg }}"}
+    - ansible.builtin.fail: {msg: ignored}
+      ignore_errors: true
+    - ansible.builtin.include_tasks: "{{ playbook_dir }}/included.yml"
+      loop: [a, b]
+    - ansible.builtin.debug:
+        msg: "RESULT {{ [total, hostvars.other.given, groups.late, groups.grouped_6, caught, included] | to_json }}"
+    - ansible.builtin.debug: {msg: "RUNNER {{ runner }}"}
+"""
+
+
+@pytest.mark.parametrize("strategy", ["mitogen_linear_unpinned", "linear"])
+def test_tasks_that_stay_in_the_controller_run_in_its_process_with_the_same_results(tmp_path, strategy):
+    """The default strategy runs set_fact, assert, fail, debug, the includes, add_host and group_by
+    without forking a worker; every result is what Ansible's own linear strategy gives."""
+    (tmp_path / "play.yml").write_text(IN_PROCESS_PLAYBOOK)
+    (tmp_path / "included.yml").write_text(
+        '- ansible.builtin.set_fact: {included: "{{ (included | default([])) + [item] }}"}\n'
+    )
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    localhost: {ansible_connection: local}\n    other: {}\n")
+    process = subprocess.Popen(
+        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        cwd=REPO,
+        env=toolchain_env(ANSIBLE_STRATEGY=strategy, ANSIBLE_CALLBACKS_ENABLED="openpolicy.deploy.stage_times"),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    result = json.loads(re.search(r"RESULT (\[.*\])", output).group(1))
+    assert result == [6, "handed over", ["added"], ["localhost"], "total is 6", ["a", "b"]], output
+    runner = int(re.search(r"RUNNER (\d+)", output).group(1))
+    # Ansible's linear strategy runs every task in a forked worker.
+    assert (runner == process.pid) == (strategy == "mitogen_linear_unpinned"), output
+
+
 def test_second_bootstrap_changes_and_rebuilds_nothing():
     """Run twice: the second run reports every step cached and leaves every binary as it was."""
     first = subprocess.run(
