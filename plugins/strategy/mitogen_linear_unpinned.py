@@ -14,7 +14,8 @@ modules it imports, found by compiling it. Mitogen keeps these for one run only,
 spent about 0.4 s of its first task on one host preparing the same 60-odd modules again.
 
 And it runs the tasks that never reach a host (set_fact, assert, fail, debug, the includes,
-add_host, group_by, set_stats and the preflight's check) in the controller's own process,
+add_host, group_by, set_stats, include_vars, a role's argument spec check, the preflight's check
+and the vault file's read and write) in the controller's own process,
 where Ansible forks a worker for every task. A fork of the controller costs little itself,
 but both processes then fault on every page either writes: on this machine's virtual CPUs
 100 set_fact tasks took 4.3 to 6.0 s with 377,000 page faults, and 2.1 to 2.7 s with 25,000
@@ -133,9 +134,11 @@ IN_PROCESS_ACTIONS = frozenset(
         "add_host",
         "group_by",
         "set_stats",
+        "include_vars",
+        "validate_argument_spec",
     )
     for prefix in ("", "ansible.builtin.", "ansible.legacy.")
-) | {"openpolicy.deploy.preflight"}
+) | {"openpolicy.deploy.preflight", "openpolicy.deploy.vault_file"}
 
 
 class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):

@@ -85,8 +85,9 @@ def test_the_default_strategy_leaves_every_cpu_to_the_tasks(tmp_path):
     assert f"CPUS {sorted(os.sched_getaffinity(0))}" in result.stdout, result.stdout
 
 
-# Controller-side tasks of every kind the default strategy runs in its own process: loops,
-# delegated facts, a failure and its rescue, includes, groups and hosts added at run time.
+# Controller-side tasks of every kind the default strategy runs in its own process (loops,
+# delegated facts, a failure and its rescue, includes, groups and hosts added at run time), and
+# module tasks beside them, one skipped and one run by a worker.
 IN_PROCESS_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
@@ -109,8 +110,19 @@ IN_PROCESS_PLAYBOOK = """
       ignore_errors: true
     - ansible.builtin.include_tasks: "{{ playbook_dir }}/included.yml"
       loop: [a, b]
-    - ansible.builtin.debug:
-        msg: "RESULT {{ [total, hostvars.other.given, groups.late, groups.grouped_6, caught, included] | to_json }}"
+    - ansible.builtin.command: echo never
+      when: total | int > 100
+      register: not_run
+    - ansible.builtin.command: echo ran
+      when: total | int == 6
+      register: run
+      changed_when: false
+    - ansible.builtin.copy:
+        content: >-
+          {{ [total, hostvars.other.given, groups.late, groups.grouped_6, caught, included,
+          not_run.skipped, run.stdout] | to_json }}
+        dest: "{{ playbook_dir }}/result.json"
+        mode: "0600"
     - ansible.builtin.debug: {msg: "RUNNER {{ runner }}"}
 """
 
@@ -134,8 +146,8 @@ def test_tasks_that_stay_in_the_controller_run_in_its_process_with_the_same_resu
     )
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
-    result = json.loads(re.search(r"RESULT (\[.*\])", output).group(1))
-    assert result == [6, "handed over", ["added"], ["localhost"], "total is 6", ["a", "b"]], output
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result == [6, "handed over", ["added"], ["localhost"], "total is 6", ["a", "b"], True, "ran"], output
     runner = int(re.search(r"RUNNER (\d+)", output).group(1))
     # Ansible's linear strategy runs every task in a forked worker.
     assert (runner == process.pid) == (strategy == "mitogen_linear_unpinned"), output
