@@ -146,7 +146,8 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
     tasks that stay in the controller run in its process."""
 
     def _queue_task(self, host, task, task_vars, play_context):
-        if TaskContext is None or task.action not in IN_PROCESS_ACTIONS:
+        # A task that retries (until) sleeps between its tries: in a worker, not in the controller.
+        if TaskContext is None or task.action not in IN_PROCESS_ACTIONS or task.until:
             return super()._queue_task(host, task, task_vars, play_context)
         # What StrategyBase._queue_task records for the result's handling, then what
         # WorkerProcess._run does, on a copy of the task as the worker would have (a fork's).
