@@ -12,8 +12,8 @@ description:
     change that is one module call instead of one call per service and kind.
   - A login role differs when it is missing, its attributes or connection limit differ, or its stored
     password (SCRAM-SHA-256 or md5 verifier) does not verify the password given.
-  - Errs towards naming a service: a service named runs the ordinary task, which changes nothing when
-    nothing differs. Reads only; runs as a superuser (pg_authid) over the local socket.
+  - "Errs towards naming a service: a service named runs the ordinary task, which changes nothing when
+    nothing differs. Reads only; runs as a superuser (pg_authid) over the local socket."
 options:
   login_unix_socket: {description: Folder of the server's socket., type: path, required: true}
   login_port: {description: Port of the server., type: int, required: true}

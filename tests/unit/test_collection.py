@@ -3,6 +3,7 @@ its own, and a playbook in another folder uses its roles by their full names."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import tarfile
 
@@ -89,3 +90,24 @@ def test_built_collection_runs_from_another_folder(tmp_path):
         env=env,
     )
     assert bad.returncode != 0 and "k8s_cluster_nodes: expected a whole number from 1 to 1000" in bad.stdout
+
+
+def test_every_plugin_documents_itself_in_yaml_ansible_doc_reads():
+    """DOCUMENTATION, EXAMPLES and RETURN of every module and plugin parse as YAML: ansible-doc
+    (and ansible-lint, which only printed an error) could not read a description item holding ': '."""
+    problems = []
+    for path in sorted((REPO / "plugins").glob("*/*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+                continue
+            name = node.targets[0].id
+            if name not in ("DOCUMENTATION", "EXAMPLES", "RETURN"):
+                continue
+            try:
+                document = yaml.safe_load(node.value.value)
+            except yaml.YAMLError as error:
+                problems.append(f"{path.relative_to(REPO)} {name}: {str(error).splitlines()[0]}")
+                continue
+            if name == "DOCUMENTATION" and not isinstance(document, dict):
+                problems.append(f"{path.relative_to(REPO)} {name}: expected a mapping")
+    assert not problems, problems
