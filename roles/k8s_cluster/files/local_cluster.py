@@ -265,10 +265,13 @@ class Cluster:
             raise ClusterError(f"kwokctl {' '.join(args)} failed: {last_line(result)}")
         return result
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl_argv(self, *args: str) -> list[str]:
         binary = str(self.chain.kube_bin / "kubectl") if self.chain else shutil.which("kubectl") or "kubectl"
+        return [binary, "--kubeconfig", str(self.kubeconfig), "--context", self.context, *args]
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [binary, "--kubeconfig", str(self.kubeconfig), "--context", self.context, *args],
+            self.kubectl_argv(*args),
             input=stdin,
             text=True,
             capture_output=True,
@@ -386,10 +389,8 @@ class Cluster:
 
     def describe(self, ready: int | None = None) -> dict:
         # Two independent kubectl calls (one reads the kubeconfig, one asks the server) at once.
-        binary = str(self.chain.kube_bin / "kubectl") if self.chain else shutil.which("kubectl") or "kubectl"
-        base = [binary, "--kubeconfig", str(self.kubeconfig), "--context", self.context]
         calls = [
-            subprocess.Popen([*base, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            subprocess.Popen(self.kubectl_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             for args in (
                 ("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"),
                 ("version", "-o", "json"),
