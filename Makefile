@@ -100,15 +100,19 @@ test-quick: bootstrap ## the edit loop: lint, unit and chart tests side by side 
 test-molecule: images ## every Molecule scenario, MOLECULE_JOBS at a time; logs in .local/logs/
 	$(MAKE) --no-print-directory --keep-going -j$(MOLECULE_JOBS) $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS))
 
-# One scenario into its own log: a line when it passes, the whole log when it fails. Its
-# containers have fixed names, so a second checkout on the machine waits for the scenario's lock.
+# One scenario into its own log: a line when it passes, the whole log when it fails, then its
+# failed tests and assertion lines again (a CI report that keeps only the end still names
+# them). Wide columns: Molecule folds its output to the terminal's width, 80 in a log.
+# Its containers have fixed names, so a second checkout on the machine waits for the lock.
 $(addprefix molecule-logged-,$(MOLECULE_SCENARIOS)): molecule-logged-%:
 	@mkdir -p "$(LOGS)"; log="$(LOGS)/molecule-$*.log"; started=$$(date +%s); \
 	echo "molecule $*: started (log: $$log)"; \
-	if flock /tmp/openpolicy-molecule-$*.lock molecule test -s $* >"$$log" 2>&1; then \
+	if COLUMNS=240 flock /tmp/openpolicy-molecule-$*.lock molecule test -s $* >"$$log" 2>&1; then \
 	  echo "molecule $*: passed in $$(( $$(date +%s) - started ))s"; \
 	else \
-	  echo "molecule $*: FAILED after $$(( $$(date +%s) - started ))s; its log:"; sed 's/^/[$*] /' "$$log"; exit 1; \
+	  echo "molecule $*: FAILED after $$(( $$(date +%s) - started ))s; its log:"; sed 's/^/[$*] /' "$$log"; \
+	  echo "molecule $*: what failed (from the log above):"; \
+	  grep -E '(FAILED|ERROR) tests/|[│ ]E  |fatal: |failed: \[' "$$log" | tail -40 | sed 's/^/[$*] /'; exit 1; \
 	fi
 
 # A static pattern rule: GNU make does not apply plain pattern rules to .PHONY targets.

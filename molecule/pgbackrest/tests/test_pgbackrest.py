@@ -162,7 +162,7 @@ def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
         f"/usr/local/bin/openpolicy-backup-job backup --stanza {STANZA} --type full "
         f"--textfile-dir {TEXTFILE} --state-dir /var/lib/openpolicy/backup > /tmp/killed-run.log 2>&1 &"
     )
-    podman(BACKUP, runner, user="pgbackrest")
+    podman(BACKUP, f"touch /tmp/killed-run.start && {runner}", user="pgbackrest")
     pid = ""
     for _ in range(100):
         found = podman(BACKUP, "pgrep -u pgbackrest -f -- '--type=full backup$'", check=False).stdout.split()
@@ -171,7 +171,14 @@ def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
             break
         time.sleep(0.1)
     assert pid, "the backup never started"
-    time.sleep(3)
+    # Killed while it copies its first file (the largest, it goes first): a fixed sleep raced a
+    # backup that finished sooner on a quiet machine. Files of the repository it wrote since the
+    # start marker, the partial one included.
+    copying = f"find {REPO}/backup/{STANZA} -path '*/pg_data/*' -type f -newer /tmp/killed-run.start | head -1"
+    for _ in range(300):
+        if podman(BACKUP, copying, check=False).stdout.strip():
+            break
+        time.sleep(0.1)
     podman(BACKUP, f"kill -KILL {pid}")
     for _ in range(100):
         if "result=" in podman(BACKUP, "cat /tmp/killed-run.log", check=False).stdout:
