@@ -68,3 +68,71 @@ def test_reporting_grants_are_named_per_schema_for_both_roles_whose_tables_it_re
     assert gaps.reporting_gaps(set(), revoked, schemas, "owner") == ([], ["auth"])
     missing = {key: value for key, value in granted.items() if key != ("etl", "etl")}
     assert gaps.reporting_gaps(set(), missing, schemas, "owner") == ([], ["etl"])
+
+
+WANTED = {
+    "services": SERVICES,
+    "passwords": {name: "probe-password" for name in ("auth", "etl", "owner", "reporting", "replicator")},
+    "owner_role": "owner",
+    "owner_connection_limit": 10,
+    "reporting_role": "reporting",
+    "reporting_connection_limit": 5,
+    "replication_role": "replicator",
+    "extensions": [{"name": "pgcrypto"}, {"name": "citext", "schema": "auth"}],
+    "replication_slots": ["db2"],
+}
+
+
+def in_place() -> dict:
+    """What the server holds once the role has run with WANTED."""
+    return {
+        "authid": {
+            "owner": authid(rolconnlimit=10),
+            "reporting": authid(rolconnlimit=5),
+            "replicator": authid(rolconnlimit=10, rolreplication=True),
+        },
+        "reporting_settings": [gaps.READ_ONLY_SETTING],
+        "owner_member_of": {"auth", "etl", "pg_read_all_stats"},
+        "physical_slots": {"db2", "old"},
+        "database": {
+            "owner": "owner",
+            "encoding": "UTF8",
+            "public_privileges": False,
+            "connect": {"auth", "etl", "reporting", "owner"},
+            "usage_schemas": {"auth", "etl", "public"},
+            "extensions": {"plpgsql": "pg_catalog", "pgcrypto": "public", "citext": "auth"},
+        },
+    }
+
+
+def test_database_wide_objects_in_place_are_not_named() -> None:
+    assert gaps.shared_gaps(in_place(), WANTED) == []
+
+
+def test_each_database_wide_object_is_named_when_it_differs() -> None:
+    changes = {
+        "replication_role": lambda s: s["authid"]["replicator"].update(rolreplication=False),
+        "owner_role": lambda s: s["authid"].pop("owner"),
+        "reporting_role": lambda s: s.update(reporting_settings=[]),
+        "database": lambda s: s["database"].update(owner="postgres"),
+        "public_privileges": lambda s: s["database"].update(public_privileges=True),
+        "connect": lambda s: s["database"]["connect"].discard("reporting"),
+        "membership": lambda s: s["owner_member_of"].discard("etl"),
+        "schema_usage": lambda s: s["database"]["usage_schemas"].discard("auth"),
+        "extensions": lambda s: s["database"]["extensions"].update(citext="public"),
+        "replication_slots": lambda s: s["physical_slots"].discard("db2"),
+    }
+    assert tuple(changes) == gaps.SHARED
+    for name, change in changes.items():
+        state = in_place()
+        change(state)
+        assert gaps.shared_gaps(state, WANTED) == [name], name
+    # A rotated password or another connection limit is a change of the role too.
+    assert gaps.shared_gaps(in_place(), WANTED | {"reporting_connection_limit": 6}) == ["reporting_role"]
+    rotated = WANTED | {"passwords": WANTED["passwords"] | {"replicator": "rotated"}}
+    assert gaps.shared_gaps(in_place(), rotated) == ["replication_role"]
+
+
+def test_a_database_not_there_yet_names_all_its_own_objects() -> None:
+    state = in_place() | {"database": None}
+    assert gaps.shared_gaps(state, WANTED) == ["database", "public_privileges", "connect", "schema_usage", "extensions"]

@@ -7,7 +7,9 @@ generated in the scenario's ephemeral directory (like inventories/*/credentials/
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +28,7 @@ CONNECTION_LIMITS = {
     "openpolicy_reporting": 5,
 }
 CA = "/etc/postgresql/15/main/tls/ca.crt"
+ROOT = Path(__file__).resolve().parents[3]
 testinfra_hosts = [f"podman://{name}" for name in PORTS]
 
 
@@ -241,3 +244,72 @@ def test_replica_is_read_only(replica) -> None:
     result = psql(replica, "INSERT INTO auth.verify_items VALUES (2, 'y')", "auth")
     assert result.rc != 0
     assert "read-only transaction" in result.stderr
+
+
+# --- what a rerun reads -------------------------------------------------------------------
+
+# The read a rerun makes before the database tasks (plugins/modules/postgresql_service_gaps.py),
+# through Ansible as the role makes it, with the role's parameters.
+GAPS_PLAY = """
+- hosts: pg-primary
+  gather_facts: false
+  tasks:
+    - name: Read what the database tasks would change
+      openpolicy.deploy.postgresql_service_gaps:
+        login_unix_socket: /var/run/postgresql
+        login_port: "{{ postgresql_port }}"
+        database: openpolicy
+        services: "{{ postgresql_service_schemas }}"
+        passwords: "{{ postgresql_role_passwords }}"
+        reporting_role: openpolicy_reporting
+        reporting_schemas: "{{ postgresql_service_schemas + [{'name': 'openpolicy_owner', 'schema': 'public'}] }}"
+        owner_role: openpolicy_owner
+        owner_connection_limit: 10
+        reporting_connection_limit: 5
+        replication_role: replicator
+        extensions: "{{ postgresql_extensions }}"
+        replication_slots: [pg_replica]
+      become: true
+      become_user: postgres
+      register: gaps
+    - name: Hand the result to the test
+      ansible.builtin.copy:
+        content: "{{ gaps | to_json }}"
+        dest: "{{ result_file }}"
+        mode: "0600"
+      delegate_to: localhost
+"""
+
+
+def database_gaps(tmp_path: Path) -> dict:
+    playbook, result = tmp_path / "gaps.yml", tmp_path / "gaps.json"
+    playbook.write_text(GAPS_PLAY)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    command = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook)]
+    command += ["-e", f"result_file={result}"]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-3000:]
+    return json.loads(result.read_text())
+
+
+@pytest.mark.parametrize(
+    ("drift", "undo", "named"),
+    [
+        ("REVOKE CONNECT ON DATABASE openpolicy FROM openpolicy_reporting",
+         "GRANT CONNECT ON DATABASE openpolicy TO openpolicy_reporting", "connect"),
+        ("ALTER EXTENSION pg_trgm SET SCHEMA auth", "ALTER EXTENSION pg_trgm SET SCHEMA public", "extensions"),
+        ("ALTER ROLE openpolicy_reporting RESET default_transaction_read_only",
+         "ALTER ROLE openpolicy_reporting SET default_transaction_read_only = on", "reporting_role"),
+    ],
+    ids=["connect", "extension", "reporting-role"],
+)  # fmt: skip
+def test_a_rerun_reads_the_database_in_place_and_names_what_drifted(primary, tmp_path, drift, undo, named) -> None:
+    # The converge left nothing to change: a rerun runs none of the database-wide tasks.
+    in_place = database_gaps(tmp_path)
+    assert (in_place["shared"], in_place["roles"], in_place["schemas"]) == ([], [], [])
+    ok(superuser(primary, drift))
+    try:
+        assert database_gaps(tmp_path)["shared"] == [named]
+    finally:
+        ok(superuser(primary, undo))
