@@ -44,6 +44,7 @@ options:
   owner_connection_limit: {description: Connection limit of the owner role., type: int, required: true}
   reporting_connection_limit: {description: Connection limit of the reporting role., type: int, required: true}
   replication_role: {description: The role replicas stream as., type: str, required: true}
+  replication_connection_limit: {description: Connection limit of the replication role., type: int, required: true}
   extensions:
     description: "Extensions of the database, [{name, schema}] (schema public when left out)."
     type: list
@@ -70,6 +71,7 @@ EXAMPLES = r"""
     owner_connection_limit: 10
     reporting_connection_limit: 5
     replication_role: replicator
+    replication_connection_limit: 10
     extensions: [{name: pgcrypto}]
     replication_slots: [db2]
   become: true
@@ -110,9 +112,8 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 # postgresql_user's role_attr_flags for a service role: LOGIN,NOSUPERUSER,NOCREATEDB,NOCREATEROLE,NOREPLICATION.
 SERVICE_ROLE_FLAGS = {"rolcanlogin": True, "rolsuper": False, "rolcreatedb": False, "rolcreaterole": False,
                       "rolreplication": False}  # fmt: skip
-# ... and of the replication role: LOGIN,REPLICATION,NOSUPERUSER,NOCREATEDB,NOCREATEROLE, 10 connections.
+# ... and of the replication role: LOGIN,REPLICATION,NOSUPERUSER,NOCREATEDB,NOCREATEROLE.
 REPLICATION_ROLE_FLAGS = SERVICE_ROLE_FLAGS | {"rolreplication": True}
-REPLICATION_CONNECTION_LIMIT = 10
 # The reporting role's setting (postgresql_user's `configuration`), as pg_db_role_setting keeps it.
 READ_ONLY_SETTING = "default_transaction_read_only=on"
 # Every database-wide object the role's tasks set, in their order (the `shared` return).
@@ -173,7 +174,7 @@ def shared_gaps(state: dict, wanted: dict) -> list[str]:
     owner, reporting, replication = wanted["owner_role"], wanted["reporting_role"], wanted["replication_role"]
     differs = {
         "replication_role": role_differs(
-            authid, replication, passwords, REPLICATION_CONNECTION_LIMIT, REPLICATION_ROLE_FLAGS
+            authid, replication, passwords, wanted["replication_connection_limit"], REPLICATION_ROLE_FLAGS
         ),
         "owner_role": role_differs(authid, owner, passwords, wanted["owner_connection_limit"], SERVICE_ROLE_FLAGS),
         "reporting_role": READ_ONLY_SETTING not in state["reporting_settings"]
@@ -338,6 +339,7 @@ def main() -> None:
             "owner_connection_limit": {"type": "int", "required": True},
             "reporting_connection_limit": {"type": "int", "required": True},
             "replication_role": {"type": "str", "required": True},
+            "replication_connection_limit": {"type": "int", "required": True},
             "extensions": {"type": "list", "elements": "dict", "required": True},
             "replication_slots": {"type": "list", "elements": "str", "required": True},
         },

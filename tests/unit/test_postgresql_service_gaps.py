@@ -78,6 +78,7 @@ WANTED = {
     "reporting_role": "reporting",
     "reporting_connection_limit": 5,
     "replication_role": "replicator",
+    "replication_connection_limit": 10,
     "extensions": [{"name": "pgcrypto"}, {"name": "citext", "schema": "auth"}],
     "replication_slots": ["db2"],
 }

@@ -267,6 +267,7 @@ GAPS_PLAY = """
         owner_connection_limit: 10
         reporting_connection_limit: 5
         replication_role: replicator
+        replication_connection_limit: 10
         extensions: "{{ postgresql_extensions }}"
         replication_slots: [pg_replica]
       become: true
