@@ -87,7 +87,8 @@ def test_the_default_strategy_leaves_every_cpu_to_the_tasks(tmp_path):
 
 # Controller-side tasks of every kind the default strategy runs in its own process (loops,
 # delegated facts, a failure and its rescue, includes, groups and hosts added at run time), and
-# module tasks beside them, one skipped and one run by a worker.
+# module tasks beside them, one skipped and one run: on the play's one host, in the controller's
+# process too. The second play's module task has two hosts: a worker each.
 IN_PROCESS_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
@@ -124,18 +125,35 @@ IN_PROCESS_PLAYBOOK = """
         dest: "{{ playbook_dir }}/result.json"
         mode: "0600"
     - ansible.builtin.debug: {msg: "RUNNER {{ runner }}"}
+    - ansible.builtin.command: echo "ALONE {{ lookup('ansible.builtin.pipe', 'echo $PPID') }}"
+      changed_when: false
+      register: alone
+    - ansible.builtin.debug: {msg: "{{ alone.stdout }}"}
+
+- hosts: localhost:second
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - ansible.builtin.command: echo "BESIDE {{ lookup('ansible.builtin.pipe', 'echo $PPID') }}"
+      changed_when: false
+      register: beside
+    - ansible.builtin.debug: {msg: "{{ beside.stdout }}"}
 """
 
 
 @pytest.mark.parametrize("strategy", ["mitogen_linear_unpinned", "linear"])
 def test_tasks_that_stay_in_the_controller_run_in_its_process_with_the_same_results(tmp_path, strategy):
     """The default strategy runs set_fact, assert, fail, debug, the includes, add_host and group_by
-    without forking a worker; every result is what Ansible's own linear strategy gives."""
+    without forking a worker, and a module task too when its host is the only one of the round;
+    every result is what Ansible's own linear strategy gives."""
     (tmp_path / "play.yml").write_text(IN_PROCESS_PLAYBOOK)
     (tmp_path / "included.yml").write_text(
         '- ansible.builtin.set_fact: {included: "{{ (included | default([])) + [item] }}"}\n'
     )
-    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    localhost: {ansible_connection: local}\n    other: {}\n")
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  hosts:\n    localhost: {ansible_connection: local}\n    other: {}\n"
+        "    second: {ansible_connection: local}\n"
+    )
     process = subprocess.Popen(
         ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
         cwd=REPO,
@@ -150,7 +168,12 @@ def test_tasks_that_stay_in_the_controller_run_in_its_process_with_the_same_resu
     assert result == [6, "handed over", ["added"], ["localhost"], "total is 6", ["a", "b"], True, "ran"], output
     runner = int(re.search(r"RUNNER (\d+)", output).group(1))
     # Ansible's linear strategy runs every task in a forked worker.
-    assert (runner == process.pid) == (strategy == "mitogen_linear_unpinned"), output
+    in_process = strategy == "mitogen_linear_unpinned"
+    assert (runner == process.pid) == in_process, output
+    alone = int(re.search(r"ALONE (\d+)", output).group(1))
+    assert (alone == process.pid) == in_process, output
+    beside = [int(pid) for pid in re.findall(r"BESIDE (\d+)", output)]
+    assert len(beside) == 2 and process.pid not in beside, output
 
 
 def test_second_bootstrap_changes_and_rebuilds_nothing():
