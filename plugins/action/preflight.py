@@ -88,12 +88,15 @@ class ActionModule(ActionBase):
         defaults_file = ROLES / role / "defaults" / "main.yml"
         if not specs_file.is_file():
             raise AnsibleError(f"preflight: role {role} has no meta/argument_specs.yml")
-        specs = (self._loader.load_from_file(str(specs_file)) or {}).get("argument_specs") or {}
+        # unsafe: the loader's cached copy itself, not a deep copy of it (read here, never changed).
+        specs = (self._loader.load_from_file(str(specs_file), unsafe=True) or {}).get("argument_specs") or {}
         entry = specs.get(wanted) if wanted else (specs.get("validate") or specs.get("main"))
         if entry is None:
             raise AnsibleError(f"preflight: role {role} has no entry point {wanted} in meta/argument_specs.yml")
         defaults = (
-            self._loader.load_from_file(str(defaults_file), trusted_as_template=True) if defaults_file.is_file() else {}
+            self._loader.load_from_file(str(defaults_file), unsafe=True, trusted_as_template=True)
+            if defaults_file.is_file()
+            else {}
         )
         return role, dict(entry.get("options") or {}), dict(defaults or {})
 

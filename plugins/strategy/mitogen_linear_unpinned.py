@@ -28,6 +28,10 @@ other hosts have nothing to run. A worker would buy no parallelism there, only t
 three hosts with 80 module tasks each (command and stat over Mitogen), run in process, the
 run took 9 CPU-s against 16 to 19. A round with two hosts or more is queued to workers as
 before, so hosts far away are still waited on side by side.
+
+And it keeps the code Jinja compiles for each template and conditional for the rest of the run
+(plugins/plugin_utils/template_code_cache.py): ansible-core compiles the same text again at
+every task that renders it.
 """
 
 from __future__ import annotations
@@ -49,11 +53,14 @@ from ansible import constants as C
 from ansible.executor.task_executor import TaskExecutor
 from ansible.executor.task_result import _RawTaskResult
 from ansible.plugins.loader import get_plugin_loader_namespace
+from ansible_collections.openpolicy.deploy.plugins.plugin_utils import template_code_cache
 
 try:  # ansible-core 2.19's (versions.toml): the context a worker runs its task in
     from ansible._internal._task import TaskContext
 except ImportError:  # another ansible-core: every task goes to a worker
     TaskContext = None
+
+template_code_cache.install()
 
 # Read at call time by Mitogen's controller, multiplexer and worker set-up: the base policy
 # assigns nothing.
