@@ -3,11 +3,13 @@ compile per text and settings, and errors that still name what is wrong."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+from tests.helpers import REPO, toolchain_env
 
 # Run in a process of its own: the cache wraps ansible-core's Jinja environment for the whole
 # process, and the comparison needs one run without it first.
@@ -71,13 +73,13 @@ print(json.dumps({
 """
 
 
-def run_script() -> dict:
-    import json
-
+@pytest.fixture(scope="module")
+def results() -> dict:
+    """The script's figures, from one run shared by the tests below."""
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=REPO,
-        env={"PYTHONPATH": f"{REPO / '.collections'}", "PATH": "/usr/bin:/bin", "HOME": str(REPO / ".local")},
+        env=toolchain_env(PYTHONPATH=str(REPO / ".collections")),
         capture_output=True,
         text=True,
         timeout=120,
@@ -87,8 +89,7 @@ def run_script() -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def test_cached_code_renders_what_compiling_each_time_renders_and_compiles_each_text_once():
-    results = run_script()
+def test_cached_code_renders_what_compiling_each_time_renders_and_compiles_each_text_once(results: dict):
     assert results["first"] == results["uncached"]
     assert results["second"] == results["uncached"]
     assert results["third"] == results["uncached"]
@@ -101,8 +102,7 @@ def test_cached_code_renders_what_compiling_each_time_renders_and_compiles_each_
     assert results["entries"] >= 10
 
 
-def test_errors_still_name_the_broken_template():
-    results = run_script()
+def test_errors_still_name_the_broken_template(results: dict):
     errors = [line for line in results["second"] if isinstance(line, str) and "Error" in line]
     assert len(errors) == 2
     assert all("AnsibleTemplateSyntaxError" in line or "syntax" in line.lower() for line in errors), errors
