@@ -42,11 +42,12 @@ if ! id -u "$user" >/dev/null 2>&1; then
 fi
 home=$(getent passwd "$user" | cut -d: -f6)
 install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
-printf '%s\n' "$pubkey" | put "$home/.ssh/authorized_keys" 0600 "$user" "$user" || true
-printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" | put /etc/sudoers.d/90-openpolicy-login 0440 root root || true
+# put runs in the pipeline's subshell: its changed=1 does not reach this shell, its status does.
+printf '%s\n' "$pubkey" | put "$home/.ssh/authorized_keys" 0600 "$user" "$user" && changed=1 || true
+printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" | put /etc/sudoers.d/90-openpolicy-login 0440 root root && changed=1 || true
 visudo -cqf /etc/sudoers.d/90-openpolicy-login
 printf 'Port %s\nListenAddress %s\nPermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers %s\n' \
-    "$port" "$address" "$user" | put /etc/ssh/sshd_config.d/50-openpolicy.conf 0644 root root && sshd_changed=1
+    "$port" "$address" "$user" | put /etc/ssh/sshd_config.d/50-openpolicy.conf 0644 root root && sshd_changed=1 && changed=1
 
 if ! systemctl is-enabled --quiet ssh.service; then
     systemctl enable --quiet ssh.service
