@@ -53,7 +53,7 @@ def current_hosts(read: str, flavors: dict[str, str], repository: str, environme
         if (
             container.get("State") == "running"
             and container.get("Image") == image
-            and ids.get(image) not in (None, "")
+            and ids.get(image)
             and container.get("ImageID") == ids[image]
             and labels.get("openpolicy.dev/environment") == environment
             and labels.get("openpolicy.dev/flavor") == flavors[host]

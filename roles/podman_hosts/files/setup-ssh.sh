@@ -11,7 +11,8 @@ pubkey=$4
 changed=0
 sshd_changed=0
 
-# put PATH MODE OWNER GROUP: write stdin to PATH when its content or mode differs.
+# put PATH MODE OWNER GROUP: write stdin to PATH when its content or mode differs; status 0 when
+# it wrote. Every call reads a pipeline, so put runs in a subshell: the caller sets changed.
 put() {
     tmp=$(mktemp)
     cat >"$tmp"
@@ -21,7 +22,6 @@ put() {
     fi
     install -m "$2" -o "$3" -g "$4" "$tmp" "$1"
     rm -f "$tmp"
-    changed=1
 }
 
 # degraded (a unit failed) still lets sshd run; the wait ends when boot has finished.
@@ -42,7 +42,6 @@ if ! id -u "$user" >/dev/null 2>&1; then
 fi
 home=$(getent passwd "$user" | cut -d: -f6)
 install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
-# put runs in the pipeline's subshell: its changed=1 does not reach this shell, its status does.
 printf '%s\n' "$pubkey" | put "$home/.ssh/authorized_keys" 0600 "$user" "$user" && changed=1 || true
 printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" | put /etc/sudoers.d/90-openpolicy-login 0440 root root && changed=1 || true
 visudo -cqf /etc/sudoers.d/90-openpolicy-login
