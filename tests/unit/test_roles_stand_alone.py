@@ -42,6 +42,7 @@ ALLOWED = {
     ("postgres_exporter", "postgresql_primary_host"): "the fact roles/postgresql's entry point `primary` sets",
     ("pgbackrest", "postgresql_primary_host"): "the fact roles/postgresql's entry point `primary` sets",
     ("pgbackrest", "postgresql_primary_port"): "the fact roles/postgresql's entry point `primary` sets",
+    ("pgbackrest", "postgresql_answered_hosts"): "the fact roles/postgresql's entry point `primary` sets",
     ("postgresql", "pki_issued"): "the fact roles/pki's entry point `certificate` sets (the one CA's files)",
     ("pgbackrest", "pki_issued"): "the fact roles/pki's entry point `certificate` sets (the one CA's files)",
     ("etcd_cluster", "pki_issued"): "the fact roles/pki's entry point `certificate` sets (the one CA's files)",
