@@ -14,6 +14,7 @@ import pytest
 
 from tests.charts import k8s_schema, render
 from tests.helpers import Kube
+from tests.unit.test_helm_releases import run_module
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,48 @@ def test_dry_run_rejects_what_the_namespace_forbids(kube: Kube, rendered, monito
     pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     with pytest.raises(AssertionError, match="violates PodSecurity"):
         server_side(kube, [pod], dry_run=True)
+
+
+UNKNOWN_FIELD_CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: unknown-field\nversion: 0.1.0\n",
+    # The same mistake in a hook (applied before the release's objects) and in an object of the
+    # release: each alone is refused.
+    "templates/hook.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hook\n  annotations:\n"
+        "    helm.sh/hook: pre-install\n{{- if .Values.hookMistake }}\nspecx: 1\n{{- end }}\ndata: {a: b}\n"
+    ),
+    "templates/own.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: own\n{{- if .Values.ownMistake }}\nspecx: 1\n{{- end }}\n"
+        "data: {a: b}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", ["hookMistake", "ownMistake"])
+def test_the_api_server_refuses_an_unknown_field_without_helms_openapi_check(kube: Kube, tmp_path, mistake: str):
+    """release_tier runs Helm with --disable-openapi-validation (its check of the cluster's schema
+    cost most of a release's CPU): the API server's strict check of a server-side apply still
+    fails the release, before the object exists, naming the field."""
+    namespace = f"t-unknown-field-{mistake.lower()}"
+    kube.run("create", "namespace", namespace)
+    chart = tmp_path / "chart"
+    for name, text in UNKNOWN_FIELD_CHART.items():
+        (chart / name).parent.mkdir(parents=True, exist_ok=True)
+        (chart / name).write_text(text)
+    args = {
+        "namespace": namespace,
+        "kubeconfig": str(kube.kubeconfig),
+        "context": kube.context,
+        "chart": str(chart),
+        "releases": [{"name": "unknown-field", "values": {mistake: True}, "labels": {}}],
+        "timeout": 60,
+        "failure_grace": 0,
+    }
+    try:
+        result = run_module("release_tier", tmp_path, args)["releases"]["unknown-field"]
+        own = kube.json("get", "configmaps", "-n", namespace, "--field-selector", "metadata.name=own")["items"]
+    finally:
+        kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+    assert result["rc"] != 0
+    assert ".specx: field not declared in schema" in result["stderr"], result["stderr"]
+    assert own == []

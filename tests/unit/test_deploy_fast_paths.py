@@ -209,6 +209,8 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
         "--rollback-on-failure",
         # An HPA that scaled owns .spec.replicas: without it the upgrade and its rollback stop.
         "--force-conflicts",
+        # The API server checks the objects (tests/e2e/test_chart_dry_run.py), not Helm.
+        "--disable-openapi-validation",
         "--timeout=30s",
         "--labels=openpolicy.dev/values-revision=2",
     ):
