@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Install or upgrade the releases of one tier at once, watching their pods in one poll loop."""
+"""Install or upgrade the releases of one tier at once, watching their pods through one watch."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ description:
     once, each with its values on stdin and the labels a deploy records (module_utils/release_state.py
     digest_labels). Helm stays the authority on the release's state: it marks a revision that did not
     become Ready failed and returns the release to the revision that served."
-  - "Meanwhile one poll of the namespace's pods (one C(kubectl get pods) per interval for the whole
-    tier) looks for pods of a release that cannot start: a container waiting in CrashLoopBackOff,
+  - "Meanwhile one watch of the namespace's pods (one C(kubectl get pods --watch) for the whole
+    tier, its events kept in memory and looked at every O(interval)) looks for pods of a release that
+    cannot start: a container waiting in CrashLoopBackOff,
     ImagePullBackOff, ErrImagePull, CreateContainerConfigError, CreateContainerError or
     InvalidImageName. When a release's pods stay so for O(failure_grace) seconds, its Helm is sent
     SIGTERM: Helm then fails the revision and rolls back at once, instead of at its timeout."
@@ -43,7 +44,7 @@ options:
     type: int
     default: 15
   interval:
-    description: Seconds between two polls of the pods.
+    description: Seconds between two looks at the watched pods.
     type: float
     default: 1.0
   binary:
@@ -158,6 +159,74 @@ class Upgrade:
         }
 
 
+class PodWatch:
+    """One `kubectl get pods --watch` of the tier's releases, for the whole tier: the pods as the
+    API server's last event described them. A poll started a kubectl every second, each some
+    0.1 CPU-s, while the tier's Helms were short of CPU. A watch that ends (the API server closed
+    it) is started again; the watch only ever shortens a wait, so one that cannot start is no error.
+    """
+
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.pods: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen | None = None
+        self.closed = False
+        self.reader = threading.Thread(target=self._watch, daemon=True)
+        self.reader.start()
+
+    def _watch(self) -> None:
+        while True:
+            # Started under the lock close() takes: no watch starts once the tier is done.
+            with self.lock:
+                if self.closed:
+                    return
+                try:
+                    self.process = subprocess.Popen(
+                        self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                    )
+                except OSError:
+                    return
+                self.pods = {}  # the new watch lists every pod again
+            self._read(self.process.stdout)
+            self.process.wait()
+            if not self.closed:
+                time.sleep(1.0)
+
+    def _read(self, stream) -> None:
+        # One event per line ({"type": ..., "object": pod}); lines are joined until they parse, in
+        # case a kubectl prints them indented.
+        lines: list[str] = []
+        for line in stream:
+            lines.append(line)
+            try:
+                event = json.loads("".join(lines))
+            except ValueError:
+                continue
+            lines = []
+            if not isinstance(event, dict):
+                continue
+            pod = event.get("object") or {}
+            name = (pod.get("metadata") or {}).get("name")
+            with self.lock:
+                if name and event.get("type") == "DELETED":
+                    self.pods.pop(name, None)
+                elif name:
+                    self.pods[name] = pod
+
+    def listing(self) -> dict:
+        with self.lock:
+            return {"items": list(self.pods.values())}
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait()
+
+
 def wait_for_helm(upgrades, interval: float) -> bool:
     """Up to `interval` seconds, less once every Helm has ended: whether one still runs.
 
@@ -190,26 +259,37 @@ def main() -> None:
         module.exit_json(changed=False, releases={})
     upgrades = {r["name"]: Upgrade(upgrade_command(params, r), r.get("values") or {}) for r in releases}
     selector = f"app.kubernetes.io/instance in ({','.join(sorted(upgrades))})"
-    poll = [*release_state.cli_prefix(params, params["kubectl"]), "get", "pods", "--selector", selector, "-o", "json"]
+    watch_command = [
+        *release_state.cli_prefix(params, params["kubectl"]),
+        "get",
+        "pods",
+        "--selector",
+        selector,
+        "--watch",
+        "--output-watch-events",
+        "-o",
+        "json",
+    ]
+    watch = PodWatch(watch_command) if params["failure_grace"] > 0 else None
     failing_since: dict[str, float] = {}
-    while wait_for_helm(upgrades.values(), params["interval"]):
-        if params["failure_grace"] <= 0:
-            continue
-        rc, out, _ = module.run_command(poll)
-        if rc != 0:
-            # The API server may be gone: Helm says so; the watch only ever shortens a wait.
-            continue
-        now = time.monotonic()
-        failing = release_state.pods_failing(out, list(upgrades))
-        for name, upgrade in upgrades.items():
-            if name not in failing or not upgrade.running():
-                failing_since.pop(name, None)
+    try:
+        while wait_for_helm(upgrades.values(), params["interval"]):
+            if watch is None:
                 continue
-            since = failing_since.setdefault(name, now)
-            if now - since >= params["failure_grace"]:
-                upgrade.stop(
-                    f"{failing[name]} for {now - since:.0f} s, stopped before Helm's {params['timeout']} s timeout"
-                )
+            now = time.monotonic()
+            failing = release_state.pods_failing(watch.listing(), list(upgrades))
+            for name, upgrade in upgrades.items():
+                if name not in failing or not upgrade.running():
+                    failing_since.pop(name, None)
+                    continue
+                since = failing_since.setdefault(name, now)
+                if now - since >= params["failure_grace"]:
+                    upgrade.stop(
+                        f"{failing[name]} for {now - since:.0f} s, stopped before Helm's {params['timeout']} s timeout"
+                    )
+    finally:
+        if watch is not None:
+            watch.close()
     for upgrade in upgrades.values():
         upgrade.reader.join()
     module.exit_json(changed=True, releases={name: u.result() for name, u in upgrades.items()})

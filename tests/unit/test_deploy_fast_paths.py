@@ -9,6 +9,7 @@ modules test_deploy.py and test_interrupted_deploy.py run both against the real 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_a_watch_reason_is_the_failed_upgrade_line():
 
 
 # helm upgrade stand-in: a release named "crash*" hangs in Helm's wait until SIGTERM (then it
-# exits 1 as Helm does after its rollback); any other ends at once. kubectl shows a crashing pod.
+# exits 1 as Helm does after its rollback); any other ends at once. kubectl's watch shows a crashing pod.
 FAKE_TIER = r"""#!/usr/bin/env python3
 import json, os, signal, sys, time
 args = sys.argv[1:]
@@ -157,9 +158,14 @@ here = os.path.dirname(sys.argv[0])
 with open(os.path.join(here, "calls"), "a") as log:
     log.write(json.dumps([os.path.basename(sys.argv[0]), *args]) + "\n")
 if os.path.basename(sys.argv[0]) == "kubectl":
+    # A watch (--watch --output-watch-events -o json): the crashing pod's event, then it waits
+    # as kubectl does until it is stopped.
+    assert "--watch" in args and "--output-watch-events" in args, args
     waiting = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}
-    print(json.dumps({"items": [{"metadata": {"name": "crash-1", "labels": {"app.kubernetes.io/instance": "crash"}},
-                                 "status": {"containerStatuses": [waiting]}}]}))
+    pod = {"metadata": {"name": "crash-1", "labels": {"app.kubernetes.io/instance": "crash"}},
+           "status": {"containerStatuses": [waiting]}}
+    print(json.dumps({"type": "ADDED", "object": pod}), flush=True)
+    time.sleep(60)
     sys.exit(0)
 values = json.load(sys.stdin)
 name = args[2]
@@ -216,6 +222,9 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
     ):
         assert flag in upgrade, upgrade
     assert not any("--labels" in arg for c in calls if "fine" in c for arg in c)
+    # One watch for the tier, not a kubectl per poll, and none left running.
+    assert sum(1 for c in calls if c[0] == "kubectl") == 1
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "kubectl")], check=False).returncode == 1
 
 
 def test_tier_ends_when_its_last_helm_ends_not_at_the_next_poll(tmp_path):
