@@ -93,9 +93,9 @@ def main() -> None:
                 "chart_version": p["deployed"][name].get("chart_version", ""),
             }
         if release_diff.helm_changes(entry):
-            argv = ["upgrade", "--install", name, p["chart"], "--dry-run=server", "--hide-secret", "--output", "json"]
             # The API server validates the dry run; Helm's own OpenAPI check is off (release_tier.py).
-            argv.append("--disable-openapi-validation")
+            argv = ["upgrade", "--install", name, p["chart"], "--dry-run=server", "--disable-openapi-validation"]
+            argv += ["--hide-secret", "--output", "json"]
             dry_run = json.loads(helm(*argv, "--values", "-", data=json.dumps(entry.get("values") or {})))
         changes.append(release_diff.release_change(name, entry, deployed, dry_run, p["chart_version"]))
     lines = release_diff.plan_summary(changes, p["restore_point"], p["namespace"])

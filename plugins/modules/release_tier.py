@@ -194,16 +194,12 @@ class PodWatch:
                 time.sleep(1.0)
 
     def _read(self, stream) -> None:
-        # One event per line ({"type": ..., "object": pod}); lines are joined until they parse, in
-        # case a kubectl prints them indented.
-        lines: list[str] = []
+        # One event per line: {"type": ADDED|MODIFIED|DELETED, "object": pod}.
         for line in stream:
-            lines.append(line)
             try:
-                event = json.loads("".join(lines))
+                event = json.loads(line)
             except ValueError:
                 continue
-            lines = []
             if not isinstance(event, dict):
                 continue
             pod = event.get("object") or {}
