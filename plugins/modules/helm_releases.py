@@ -47,8 +47,8 @@ options:
     type: bool
     default: false
   namespace_objects:
-    description: "With O(labelled): read the namespace's Secrets, Deployments and ConfigMaps in
-      the same C(kubectl get) that reads the labels (in parallel with C(helm list)) and return
+    description: "Read the namespace's Secrets, Deployments and ConfigMaps in one C(kubectl get)
+      beside C(helm list) (with O(labelled), the call that reads the labels) and return
       them as RV(listing) (Deployments and ConfigMaps only) and RV(secret_names): what a no-op
       deploy needs to prove that nothing is to do, and what the summary shows, in two calls."
     type: bool

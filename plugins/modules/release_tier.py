@@ -78,6 +78,7 @@ releases:
 """
 
 import json  # noqa: E402 - after the documentation, as Ansible modules are laid out
+import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
@@ -121,13 +122,29 @@ def upgrade_command(params: dict, release: dict) -> list[str]:
     return command + ([f"--labels={labels}"] if labels else [])
 
 
+# The tier's Helms run side by side and short of CPU (two cores: some 0.45 CPU-s each, most of
+# the tier's time). At Go's default GOGC=100 a Helm spent about a fifth of that in its garbage
+# collector; at 400 it collects a quarter as often: 0.32 CPU-s against 0.40, for at most 110 MB
+# of memory against 75 MB (the service chart's install). An operator's own GOGC is kept.
+HELM_GOGC = "400"
+
+
+def helm_environment() -> dict[str, str]:
+    return {**os.environ, "GOGC": os.environ.get("GOGC") or HELM_GOGC}
+
+
 class Upgrade:
     """One release's Helm, run in the background with its values on stdin."""
 
     def __init__(self, command: list[str], values: dict):
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=helm_environment(),
         )
         self.output = ("", "")
         self.stopped = ""
