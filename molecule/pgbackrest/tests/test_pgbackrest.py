@@ -272,6 +272,14 @@ def test_backup_playbook_writes_the_label(tmp_path: Path) -> None:
     assert label in [backup["label"] for backup in backups()]
 
 
+def test_backup_playbook_in_check_mode_takes_no_backup() -> None:
+    before = [backup["label"] for backup in backups()]
+    result = playbook("backup.yml", "--check", "-e", "type=incr")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "check mode: a incr backup of stanza" in result.stdout, result.stdout[-3000:]
+    assert [backup["label"] for backup in backups()] == before
+
+
 FUTURE = "2999-01-01 00:00:00+00"
 PAST = "2001-01-01 00:00:00+00"
 BAD_INPUTS = {
