@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -135,16 +136,30 @@ ONTO_DB = "restore: restore.yml onto the db host (--delta)"
 ONTO_SCRATCH = "restore: restore.yml onto the scratch host (empty)"
 
 
-def measure_backups(figures: dict[str, float], inside: dict[str, float]) -> None:
-    """Raw, the timer's unit, backup.yml; inside: pgBackRest's own start to stop of each."""
-    timed(RAW_BACKUP, figures, lambda: podman(
-        BACKUP, f"pgbackrest --stanza={STANZA} --type=full backup", user="pgbackrest"))  # fmt: skip
-    inside[RAW_BACKUP] = last_backup_seconds()
-    # The unit the full backup timer starts (Type=oneshot: returns when the run ends).
-    timed(RUNNER, figures, lambda: podman(BACKUP, "systemctl start openpolicy-backup-full.service"))
-    inside[RUNNER] = last_backup_seconds()
-    timed(BACKUP_YML, figures, lambda: playbook("backup.yml", "-e", "type=full"))
-    inside[BACKUP_YML] = last_backup_seconds()
+BACKUP_ROUNDS = 3
+
+
+def measure_backups(figures: dict[str, float], inside: dict[str, float], runs: dict[str, list[float]]) -> None:
+    """Raw, the timer's unit, backup.yml, in turn for BACKUP_ROUNDS rounds, and the median of
+    each (one full backup moved by up to a second with the machine's load, half the 2 s the
+    toolkit may add); inside: the median of pgBackRest's own start to stop of each."""
+    steps: dict[str, Callable[[], object]] = {
+        RAW_BACKUP: lambda: podman(BACKUP, f"pgbackrest --stanza={STANZA} --type=full backup", user="pgbackrest"),
+        # The unit the full backup timer starts (Type=oneshot: returns when the run ends).
+        RUNNER: lambda: podman(BACKUP, "systemctl start openpolicy-backup-full.service"),
+        BACKUP_YML: lambda: playbook("backup.yml", "-e", "type=full"),
+    }
+    within: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(BACKUP_ROUNDS):
+        for label, action in steps.items():
+            timed(label, figures, action)
+            runs.setdefault(label, []).append(round(figures[label], 2))
+            within[label].append(last_backup_seconds())
+    for label in steps:
+        figures[label] = statistics.median(runs[label])
+        inside[label] = statistics.median(within[label])
+        each = ", ".join(f"{elapsed:.1f}" for elapsed in runs[label])
+        print(f"{label:<52} {figures[label]:7.1f} s (median of {each})", flush=True)
 
 
 def measure_restores(figures: dict[str, float], inside: dict[str, float]) -> None:
@@ -187,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # inside: pgBackRest's own part of each run, so that the toolkit's share is measured
         # within one run (this machine's load moves the raw figures by tens of seconds).
         inside: dict[str, float] = {}
-        measure_backups(figures, inside)
+        backup_runs: dict[str, list[float]] = {}
+        measure_backups(figures, inside, backup_runs)
         timed("backup: pg_dump -Fc", figures, lambda: podman(
             DB, f"pg_dump -Fc -p {PORT} -f /tmp/bench.dump openpolicy", user="postgres"))  # fmt: skip
 
@@ -227,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratios": ratios,
             "pgbackrest_inside_s": {label: round(value, 2) for label, value in inside.items()},
             "toolkit_share_s": {label: round(value, 2) for label, value in shares.items()},
+            "backup_runs_s": backup_runs,
         },
         notes=f"pgbench scale {args.scale}; the db and backup hosts are podman containers (podman connection) on "
         "the same 2-core machine as the other helpers' runs: see load_average_1m; pgBackRest's time inside "

@@ -78,6 +78,23 @@ def timed_playbook(name: str, extra: dict, expect_ok: bool = True) -> tuple[floa
     return elapsed, result
 
 
+def cold_runs_and_loops(kube: list[str], helm: list[str], state: Path, extra: dict) -> tuple[list[float], list[float]]:
+    """COLD_RUNS cold deploys, then as many sequential helm loops: one cold run moved by a second
+    with what else the machine did, a tenth of the ratio. Each cold run goes into an empty
+    namespace with secrets of its own (the first is the namespace of every later figure), each
+    loop into a fresh namespace with the first run's values."""
+    colds = [timed_playbook("deploy.yml", cold_extra(extra, state, run))[0] for run in range(COLD_RUNS)]
+    plains = [
+        plain_helm_loop(kube, helm, state, source=ANSIBLE_NS, namespace=f"{PLAIN_NS}-{run}", names=list(TIER_ORDER))
+        for run in range(COLD_RUNS)
+    ]
+    return colds, plains
+
+
+def listed(seconds: list[float]) -> str:
+    return ", ".join(f"{elapsed:.1f}" for elapsed in seconds)
+
+
 def changed_total(result: subprocess.CompletedProcess) -> int:
     return sum(counts["changed"] for counts in recap(result).values())
 
@@ -133,28 +150,18 @@ def main() -> None:
     }
     load_at_start = os.getloadavg()[0]
     try:
-        # One cold run moved by a second with what else the machine did, a tenth of the ratio:
-        # the median of three, each into an empty namespace with secrets of its own (the first
-        # is the namespace of every later figure).
-        colds = [timed_playbook("deploy.yml", cold_extra(extra, state, run))[0] for run in range(COLD_RUNS)]
-        cold = statistics.median(colds)
+        colds, plains = cold_runs_and_loops(kube, helm, state, extra)
+        cold, plain = statistics.median(colds), statistics.median(plains)
         # The median of three no-op runs: one run's figure moves by half a second with what
         # else the machine does, as much as the gap to the 5 s target.
         noops = [timed_playbook("deploy.yml", extra) for _ in range(3)]
         noop = statistics.median(elapsed for elapsed, _ in noops)
         again = max((result for _, result in noops), key=changed_total)
-        plains = [
-            plain_helm_loop(kube, helm, state, source=ANSIBLE_NS, namespace=f"{PLAIN_NS}-{run}", names=list(TIER_ORDER))
-            for run in range(COLD_RUNS)
-        ]
-        plain = statistics.median(plains)
         parallel = plain_helm_loop(
             kube, helm, state, source=ANSIBLE_NS, namespace=PARALLEL_NS, names=list(TIER_ORDER), jobs=len(TIER_ORDER)
         )
-        each = ", ".join(f"{elapsed:.1f}" for elapsed in colds)
-        print(f"deploy.yml, nine services, cold:        {cold:6.1f} s   (median of {each})")
-        each = ", ".join(f"{elapsed:.1f}" for elapsed in plains)
-        print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (median of {each})")
+        print(f"deploy.yml, nine services, cold:        {cold:6.1f} s   (median of {listed(colds)})")
+        print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (median of {listed(plains)})")
         print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}")
         jobs = f"xargs -P {len(TIER_ORDER)}"
         print(f"plain helm loop, {jobs}:          {parallel:6.1f} s   (deploy.yml / it = {cold / parallel:.2f})")
