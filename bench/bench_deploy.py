@@ -165,8 +165,8 @@ def main() -> None:
         print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}")
         jobs = f"xargs -P {len(TIER_ORDER)}"
         print(f"plain helm loop, {jobs}:          {parallel:6.1f} s   (deploy.yml / it = {cold / parallel:.2f})")
-        runs = ", ".join(f"{elapsed:.1f}" for elapsed, _ in noops)
-        ratio = f"median of {runs}; changed={changed_total(again)}; no-op / cold = {noop / cold:.2f}"
+        each = listed([elapsed for elapsed, _ in noops])
+        ratio = f"median of {each}; changed={changed_total(again)}; no-op / cold = {noop / cold:.2f}"
         print(f"deploy.yml, no-op rerun:                {noop:6.1f} s   ({ratio})")
         figures = {
             "deploy_cold_s": round(cold, 1),

@@ -276,7 +276,7 @@ def test_backup_playbook_in_check_mode_takes_no_backup() -> None:
     before = [backup["label"] for backup in backups()]
     result = playbook("backup.yml", "--check", "-e", "type=incr")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "check mode: a incr backup of stanza" in result.stdout, result.stdout[-3000:]
+    assert "check mode: no backup taken (incr of stanza" in result.stdout, result.stdout[-3000:]
     assert [backup["label"] for backup in backups()] == before
 
 
