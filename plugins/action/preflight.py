@@ -58,6 +58,7 @@ def role_errors(
             "confirm": own.get("confirm"),
             "timeout": own.get("timeout", 1),
             "history_max": own.get("history_max", 10),
+            "parallel": own.get("parallel", 0),
             "placeholder_secrets": own.get("placeholder_secrets"),
             "replicas": own.get("replicas", 1),
             "service_settings": own.get("service_settings"),

@@ -20,6 +20,8 @@ MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?")
 SERVICE_SETTING_KEYS = ("replicas", "resources", "autoscaling")
 AUTOSCALING_KEYS = ("min", "max", "cpu_pct", "memory_pct")
 MAX_REPLICAS = 100
+# Helms a tier may run at once (service_releases_parallel): far past what any control host runs well.
+MAX_PARALLEL = 200
 
 
 def matches(pattern: re.Pattern, value: Any) -> bool:
@@ -204,6 +206,11 @@ def release_input_errors(catalog: dict, inputs: dict) -> list[str]:
         errors.append(
             "service_releases_timeout/service_releases_history_max: expected a timeout above 0 seconds and a history "
             f"above 1, got {inputs.get('timeout')} and {inputs.get('history_max')}"
+        )
+    if "parallel" in inputs and not _whole(inputs["parallel"], 0, MAX_PARALLEL):
+        errors.append(
+            f"service_releases_parallel: expected a whole number from 0 (four per CPU core) to {MAX_PARALLEL}, "
+            f"got {inputs['parallel']!r}"
         )
     if inputs.get("placeholder_secrets") and environment != "local":
         errors.append(

@@ -238,3 +238,34 @@ def test_tier_ends_when_its_last_helm_ends_not_at_the_next_poll(tmp_path):
     releases = run_module("release_tier", tmp_path, module_args)["releases"]
     assert releases["fine"]["rc"] == 0
     assert time.monotonic() - started < 15, "the tier waited for the poll's interval after Helm ended"
+
+
+# helm upgrade stand-in that takes 0.3 s and logs when it started and ended.
+SLOW_HELM = r"""#!/usr/bin/env python3
+import json, os, sys, time
+started = time.time()
+json.load(sys.stdin)
+time.sleep(0.3)
+with open(os.path.join(os.path.dirname(sys.argv[0]), "spans"), "a") as log:
+    log.write(json.dumps([sys.argv[3], started, time.time()]) + "\n")
+"""
+
+
+@pytest.mark.parametrize("parallel", [0, 2])
+def test_tier_runs_at_most_parallel_helms_and_starts_the_next_as_one_ends(tmp_path, parallel):
+    releases = [{"name": f"svc-{n}", "values": {}, "labels": {}} for n in range(5)]
+    module_args = fake_tier_args(tmp_path, releases, parallel=parallel, failure_grace=0, interval=30.0)
+    (tmp_path / "helm").write_text(SLOW_HELM)
+    started = time.monotonic()
+    results = run_module("release_tier", tmp_path, module_args)["releases"]
+    took = time.monotonic() - started
+    assert sorted(results) == [r["name"] for r in releases] and all(r["rc"] == 0 for r in results.values())
+    spans = sorted(json.loads(line)[1:] for line in (tmp_path / "spans").read_text().splitlines())
+    most = max(sum(1 for start, end in spans if start <= moment < end) for moment, _ in spans)
+    if parallel:
+        # Never more than two at once, and the next starts when one ends, not at the next poll.
+        assert most <= 2
+        assert took < 10, "a release waited for the 30 s poll before it started"
+    else:
+        # 0: four per core, so the five start at once on this machine's two cores or more.
+        assert most == 5

@@ -58,6 +58,8 @@ RELEASE_CASES = {
         "keys of charts/openpolicy-service/values.yaml",
     ),
     "services of commas only": ({"selected": ",,,"}, "services", "names no service"),
+    "negative parallel Helms": ({"parallel": -1}, "service_releases_parallel", "whole number from 0"),
+    "parallel Helms as words": ({"parallel": "many"}, "service_releases_parallel", "whole number from 0"),
     "a service listed twice": ({"selected": "auth-service,auth-service"}, "services", "each service once"),
     "unknown service": ({"selected": "billing"}, "services", "comma-separated list"),
     "version ending in a newline": (
