@@ -29,6 +29,13 @@ with open(calls, "a") as handle:
     handle.write(json.dumps(sys.argv[1:]) + "\\n")
 mode = os.environ.get("FAKE_PGBACKREST_MODE", "ok")
 command = sys.argv[-1]
+if command == "backup" and os.environ.get("FAKE_AWAIT_COUNT"):
+    # Proof that the row count runs beside the backup: it starts before the backup ends.
+    deadline = time.time() + 10
+    while not os.path.exists(calls + ".count") and time.time() < deadline:
+        time.sleep(0.02)
+    with open(calls + ".saw_count", "w") as handle:
+        handle.write("yes" if os.path.exists(calls + ".count") else "no")
 if command == "backup":
     if mode == "fail":
         print("ERROR: [056]: unable to find primary cluster - cannot proceed", file=sys.stderr)
@@ -279,14 +286,18 @@ def test_workers_that_outlive_pgbackrest_are_ended(fake_pgbackrest: Path, dirs: 
     assert not state.exists() or state.read_text().split()[2] == "Z"
 
 
-# psql for the system-id check and the manifest: the id from FAKE_CLUSTER_SYSTEM_ID, rows per
-# schema unless FAKE_PSQL_MANIFEST=fail (a table the reporting role cannot read).
+# psql for the system-id check and the manifest: the id from FAKE_CLUSTER_SYSTEM_ID; the count
+# writes its pid beside the fake pgbackrest's calls (.count), takes FAKE_PSQL_SECONDS, then prints
+# rows per schema unless FAKE_PSQL_MANIFEST=fail (a table the reporting role cannot read).
 FAKE_PSQL = """#!/usr/bin/env python3
-import os, sys
+import os, sys, time
 query = sys.argv[-1]
 if "pg_control_system" in query:
     print(os.environ.get("FAKE_CLUSTER_SYSTEM_ID", "7300000000000000001"))
     sys.exit(0)
+with open(os.environ["FAKE_PGBACKREST_CALLS"] + ".count", "w") as handle:
+    handle.write(str(os.getpid()))
+time.sleep(float(os.environ.get("FAKE_PSQL_SECONDS", "0")))
 if os.environ.get("FAKE_PSQL_MANIFEST") == "fail":
     print('ERROR:  permission denied for table sessions', file=sys.stderr)
     sys.exit(1)
@@ -302,9 +313,21 @@ def fake_psql(fake_pgbackrest: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return fake
 
 
-def backup_with_manifest(dirs: dict[str, Path], **env: str) -> subprocess.CompletedProcess[str]:
-    command = runner_command(dirs, "backup", "--type", "full", "--manifest-conninfo", "host=db dbname=openpolicy")
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, timeout=60, check=False)
+def backup_with_manifest(
+    dirs: dict[str, Path], *login: str, mode: str = "ok", **env: str
+) -> subprocess.CompletedProcess[str]:
+    login = login or ("--manifest-conninfo", "host=db dbname=openpolicy")
+    command = runner_command(dirs, "backup", "--type", "full", "--json", *login)
+    env = {**os.environ, "FAKE_PGBACKREST_MODE": mode, **env}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def manifests(dirs: dict[str, Path]) -> list[Path]:
+    return sorted((dirs["state"] / "manifests" / "openpolicy").glob("*.json"))
+
+
+def last_manifest(dirs: dict[str, Path]) -> str | None:
+    return json.loads((dirs["state"] / "openpolicy.json").read_text())["full"].get("last_manifest")
 
 
 def backup_calls(calls: Path) -> list[list[str]]:
@@ -319,6 +342,7 @@ def test_a_cluster_that_is_not_the_stanzas_is_refused(
     assert result.returncode == 65, result.stdout + result.stderr
     assert "system id 7399999999999999999 is not stanza openpolicy's 7300000000000000001" in result.stdout
     assert backup_calls(fake_pgbackrest) == []
+    assert not Path(f"{fake_pgbackrest}.count").exists(), "no count for a refused cluster"
     samples = metrics(dirs)
     assert samples['openpolicy_backup_cluster_system_id_match{stanza="openpolicy"}'] == 0
     assert samples['openpolicy_backup_last_run_success{stanza="openpolicy",type="full"}'] == 0
@@ -333,10 +357,76 @@ def test_the_stanzas_own_cluster_is_backed_up(fake_psql: Path, fake_pgbackrest: 
     assert samples['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 1
 
 
-def test_a_failed_manifest_is_published(fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
+def test_the_manifest_is_counted_while_the_backup_runs(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
+) -> None:
+    # The backup waits up to 10 s for the count to start: counted after it, the count never would.
+    # The count outlasts the backup by half a second: the runner waits for it.
+    result = backup_with_manifest(dirs, FAKE_AWAIT_COUNT="1", FAKE_PSQL_SECONDS="0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Path(f"{fake_pgbackrest}.saw_count").read_text() == "yes"
+    line = json.loads(result.stdout)
+    assert line["manifest"] == "ok" and "manifest_error" not in line
+    [path] = manifests(dirs)
+    manifest = json.loads(path.read_text())
+    assert path.name == f"{line['label']}.json"
+    assert manifest["schemas"] == {"auth": 3}
+    # The drill restores to recorded_at: after the backup's end, never before the count's start.
+    assert manifest["counted_at"] <= manifest["recorded_at"]
+    assert manifest["recorded_at_epoch"] >= json.loads(fake_pgbackrest.with_suffix(".jsonl.last").read_text())["start"]
+    assert last_manifest(dirs) == "ok"
+
+
+def test_a_failed_backup_records_no_manifest_and_ends_its_count(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
+) -> None:
+    started = time.monotonic()
+    result = backup_with_manifest(dirs, mode="fail", FAKE_AWAIT_COUNT="1", FAKE_PSQL_SECONDS="30")
+    assert result.returncode == 56, result.stdout + result.stderr
+    assert time.monotonic() - started < 20, "the runner waited for the count of a failed backup"
+    assert json.loads(result.stdout)["result"] == "failed"
+    assert manifests(dirs) == []
+    assert last_manifest(dirs) is None
+    count = Path(f"/proc/{Path(f'{fake_pgbackrest}.count').read_text()}/stat")
+    assert not count.exists() or count.read_text().split()[2] == "Z", "the count outlived the run"
+
+
+def test_a_failed_count_is_published(fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
     result = backup_with_manifest(dirs, FAKE_PSQL_MANIFEST="fail")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "manifest=failed" in result.stdout
+    line = json.loads(result.stdout)
+    assert line["result"] == "success" and line["manifest"] == "failed"
+    assert line["manifest_error"] == "counting rows failed: ERROR:  permission denied for table sessions"
+    assert manifests(dirs) == []
+    assert last_manifest(dirs) == "failed"
+    assert metrics(dirs)['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 0
+
+
+def test_the_settings_file_gives_the_manifest_its_login(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = tmp_path / "manifest.json"
+    settings.write_text(json.dumps({"conninfo": "host=db dbname=openpolicy"}))
+    result = backup_with_manifest(dirs, "--manifest-settings", str(settings))
+    assert json.loads(result.stdout)["manifest"] == "ok", result.stdout + result.stderr
+    assert len(manifests(dirs)) == 1
+    # An empty login turns the manifest off: no count, no system id read.
+    settings.write_text(json.dumps({"conninfo": ""}))
+    Path(f"{fake_pgbackrest}.count").unlink()
+    result = backup_with_manifest(dirs, "--manifest-settings", str(settings))
+    assert json.loads(result.stdout)["manifest"] == "off", result.stdout + result.stderr
+    assert not Path(f"{fake_pgbackrest}.count").exists()
+
+
+def test_unreadable_settings_fail_the_manifest_not_the_backup(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "absent.json"
+    result = backup_with_manifest(dirs, "--manifest-settings", str(missing))
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = json.loads(result.stdout)
+    assert line["result"] == "success" and line["manifest"] == "failed"
+    assert line["manifest_error"].startswith(f"cannot read the manifest settings {missing} (FileNotFoundError")
     assert metrics(dirs)['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 0
 
 
