@@ -29,17 +29,29 @@ with open(calls, "a") as handle:
     handle.write(json.dumps(sys.argv[1:]) + "\\n")
 mode = os.environ.get("FAKE_PGBACKREST_MODE", "ok")
 command = sys.argv[-1]
-if command == "backup" and os.environ.get("FAKE_AWAIT_COUNT"):
-    # Proof that the row count runs beside the backup: it starts before the backup ends.
-    deadline = time.time() + 10
-    while not os.path.exists(calls + ".count") and time.time() < deadline:
-        time.sleep(0.02)
-    with open(calls + ".saw_count", "w") as handle:
-        handle.write("yes" if os.path.exists(calls + ".count") else "no")
 if command == "backup":
     if mode == "fail":
         print("ERROR: [056]: unable to find primary cluster - cannot proceed", file=sys.stderr)
         sys.exit(56)
+    # PostgreSQL's end of the backup, as pgBackRest says it at log level info (FAKE_AWAIT_COUNT:
+    # then wait up to 10 s for the row count to start, and record whether it started before).
+    if os.environ.get("FAKE_AWAIT_COUNT"):
+        time.sleep(0.3)
+        early = os.path.exists(calls + ".count")
+    if "--log-level-console=info" in sys.argv and not os.environ.get("FAKE_NO_STOP_LINE"):
+        with open(calls + ".stopped", "w") as handle:
+            handle.write(str(time.time()))
+        print("P00   INFO: backup stop archive = 000000010000000000000004, lsn = 0/4000138", flush=True)
+    if os.environ.get("FAKE_AWAIT_COUNT"):
+        deadline = time.time() + 10
+        while not os.path.exists(calls + ".count") and time.time() < deadline:
+            time.sleep(0.02)
+        with open(calls + ".saw_count", "w") as handle:
+            handle.write("early" if early else "yes" if os.path.exists(calls + ".count") else "no")
+    if mode == "fail_after_stop":
+        print("ERROR: [082]: WAL segment 000000010000000000000004 was not archived before the 60000ms timeout",
+              file=sys.stderr)
+        sys.exit(82)
     if mode == "hang" or (mode == "hang_once" and not os.path.exists(calls + ".hung")):
         open(calls + ".hung", "w").close()
         time.sleep(60)
@@ -130,7 +142,8 @@ def test_successful_backup_publishes_metrics_and_one_log_line(fake_pgbackrest: P
     assert samples['openpolicy_backup_runs_total{stanza="openpolicy",type="full",result="success"}'] == 1
     assert samples['openpolicy_backup_last_success_info{stanza="openpolicy",type="full",label="20261126-010000F"}'] == 1
     backup_call = json.loads(fake_pgbackrest.read_text().splitlines()[0])
-    assert backup_call == ["--stanza=openpolicy", "--type=full", "--annotation=reason=test", "backup"]
+    assert backup_call == ["--stanza=openpolicy", "--type=full", "--log-level-console=info", "--annotation=reason=test",
+                           "backup"]  # fmt: skip
 
 
 def test_timestamps_keep_every_digit(fake_pgbackrest: Path, dirs: dict[str, Path]) -> None:
@@ -288,19 +301,22 @@ def test_workers_that_outlive_pgbackrest_are_ended(fake_pgbackrest: Path, dirs: 
 
 # psql for the system-id check and the manifest: the id from FAKE_CLUSTER_SYSTEM_ID; the count
 # writes its pid beside the fake pgbackrest's calls (.count), takes FAKE_PSQL_SECONDS, then prints
-# rows per schema unless FAKE_PSQL_MANIFEST=fail (a table the reporting role cannot read).
+# its snapshot's time and rows per schema unless FAKE_PSQL_MANIFEST=fail (a table the reporting
+# role cannot read).
 FAKE_PSQL = """#!/usr/bin/env python3
 import os, sys, time
-query = sys.argv[-1]
+query = " ".join(sys.argv[1:])
 if "pg_control_system" in query:
     print(os.environ.get("FAKE_CLUSTER_SYSTEM_ID", "7300000000000000001"))
     sys.exit(0)
 with open(os.environ["FAKE_PGBACKREST_CALLS"] + ".count", "w") as handle:
     handle.write(str(os.getpid()))
+snapshot = time.time()
 time.sleep(float(os.environ.get("FAKE_PSQL_SECONDS", "0")))
 if os.environ.get("FAKE_PSQL_MANIFEST") == "fail":
     print('ERROR:  permission denied for table sessions', file=sys.stderr)
     sys.exit(1)
+print(snapshot)
 print("auth\\t3")
 """
 
@@ -357,32 +373,47 @@ def test_the_stanzas_own_cluster_is_backed_up(fake_psql: Path, fake_pgbackrest: 
     assert samples['openpolicy_backup_last_manifest_success{stanza="openpolicy",type="full"}'] == 1
 
 
-def test_the_manifest_is_counted_while_the_backup_runs(
+def test_the_manifest_is_counted_from_postgresqls_end_of_the_backup(
     fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
 ) -> None:
-    # The backup waits up to 10 s for the count to start: counted after it, the count never would.
-    # The count outlasts the backup by half a second: the runner waits for it.
+    # The backup waits up to 10 s after its stop line for the count to start: counted once
+    # pgBackRest ended, it never would. The count outlasts the backup by half a second: the
+    # runner waits for it.
     result = backup_with_manifest(dirs, FAKE_AWAIT_COUNT="1", FAKE_PSQL_SECONDS="0.5")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert Path(f"{fake_pgbackrest}.saw_count").read_text() == "yes"
+    assert Path(f"{fake_pgbackrest}.saw_count").read_text() == "yes", "the count started before PostgreSQL's end"
     line = json.loads(result.stdout)
     assert line["manifest"] == "ok" and "manifest_error" not in line
     [path] = manifests(dirs)
     manifest = json.loads(path.read_text())
     assert path.name == f"{line['label']}.json"
     assert manifest["schemas"] == {"auth": 3}
-    # The drill restores to recorded_at: after the backup's end, never before the count's start.
-    assert manifest["counted_at"] <= manifest["recorded_at"]
-    assert manifest["recorded_at_epoch"] >= json.loads(fake_pgbackrest.with_suffix(".jsonl.last").read_text())["start"]
+    # The drill restores to recorded_at: the count's start, after PostgreSQL's end of the backup
+    # (a restore cannot stop before it).
+    assert manifest["recorded_at_epoch"] >= float(Path(f"{fake_pgbackrest}.stopped").read_text())
+    assert manifest["recorded_at"].startswith(time.strftime("%Y-%m-%d", time.gmtime(manifest["recorded_at_epoch"])))
     assert last_manifest(dirs) == "ok"
+
+
+def test_without_a_stop_line_the_rows_are_counted_after_the_backup(
+    fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
+) -> None:
+    result = backup_with_manifest(dirs, FAKE_NO_STOP_LINE="1")
+    assert json.loads(result.stdout)["manifest"] == "ok", result.stdout + result.stderr
+    [path] = manifests(dirs)
+    ended = json.loads(fake_pgbackrest.with_suffix(".jsonl.last").read_text())["start"]
+    assert json.loads(path.read_text())["recorded_at_epoch"] >= ended
 
 
 def test_a_failed_backup_records_no_manifest_and_ends_its_count(
     fake_psql: Path, fake_pgbackrest: Path, dirs: dict[str, Path]
 ) -> None:
+    # pgBackRest fails after PostgreSQL's end of the backup (the last WAL never archived): the
+    # count has started by then.
     started = time.monotonic()
-    result = backup_with_manifest(dirs, mode="fail", FAKE_AWAIT_COUNT="1", FAKE_PSQL_SECONDS="30")
-    assert result.returncode == 56, result.stdout + result.stderr
+    result = backup_with_manifest(dirs, mode="fail_after_stop", FAKE_AWAIT_COUNT="1", FAKE_PSQL_SECONDS="30")
+    assert result.returncode == 82, result.stdout + result.stderr
+    assert "was not archived before the 60000ms timeout" in json.loads(result.stdout)["error"]
     assert time.monotonic() - started < 20, "the runner waited for the count of a failed backup"
     assert json.loads(result.stdout)["result"] == "failed"
     assert manifests(dirs) == []

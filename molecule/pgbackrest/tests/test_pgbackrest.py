@@ -246,9 +246,39 @@ def test_archive_status_timer_runs_on_the_db_host() -> None:
     assert time.time() - samples[f'openpolicy_wal_archive_status_timestamp_seconds{{stanza="{STANZA}"}}'] < 180
 
 
+WRITER_STOP = "/tmp/openpolicy-drill-writer-stop"
+
+
+def start_writer() -> subprocess.Popen[str]:
+    """One session on the primary committing a row of policy.drill_writes every 50 ms until
+    WRITER_STOP exists. Its commits are asynchronous: a commit whose WAL flush is under way when
+    the manifest's count takes its snapshot is in the restored copy but not in the count (the
+    flush's milliseconds, the drill's tolerance), and this test is about the count, not the flush."""
+    columns = "id bigint generated always as identity, written_at timestamptz not null default clock_timestamp()"
+    sql(f"set role policy_service; create table if not exists policy.drill_writes ({columns})")
+    podman(DB, f"rm -f {WRITER_STOP}")
+    session = "set role policy_service; set synchronous_commit = off;"
+    loop = (f"{{ echo '{session}'; while [ ! -e {WRITER_STOP} ] && sleep 0.05;"
+            " do echo 'insert into policy.drill_writes default values;'; done; }"
+            f" | psql -X -q -v ON_ERROR_STOP=1 -p {PG_PORT} -d openpolicy")  # fmt: skip
+    return subprocess.Popen(["podman", "exec", "--user", "postgres", DB, "bash", "-c", loop], text=True)
+
+
 def test_restore_drill_passes_and_records_metrics() -> None:
     sql("set role policy_service; create table if not exists policy.drill_items as select generate_series(1, 1234) id")
-    assert playbook("backup.yml", "-e", "type=diff").returncode == 0
+    # Rows written all through the backup, and as its rows are counted: the drill restores to the
+    # count's snapshot and finds the same rows (tolerance 0 %). Counted at the backup's start, or
+    # a little before its snapshot, they differed.
+    writer = start_writer()
+    try:
+        assert playbook("backup.yml", "-e", "type=diff").returncode == 0
+    finally:
+        podman(DB, f"touch {WRITER_STOP}")
+        assert writer.wait(timeout=30) == 0
+    stop = backups()[-1]["timestamp"]
+    during = sql(f"select count(*) from policy.drill_writes where written_at between to_timestamp({stop['start']})"
+                 f" and to_timestamp({stop['stop']})")  # fmt: skip
+    assert int(during) > 0, "no row was written during the backup"
     # No write after the backup: recovery to the manifest's moment needs a commit after it, which
     # the restore plan makes on the primary itself (a quiet database must restore too).
     started = time.monotonic()

@@ -14,12 +14,13 @@ non-zero and leaves the last success time as it was; a run that cannot take the 
 not the stanza's (a new cluster on a rebuilt host, not the live database) is refused (exit 65).
 
 The row-count manifest of a backup (rows per schema, which restore drills compare with the
-restored copy) is counted while pgBackRest copies the files, not after: one statement, so the
-rows as they were when the backup started. On a database nobody writes to during the backup
-they are the rows of the backup; writes made meanwhile show up as a difference in the drill.
-It is recorded only for a backup that succeeded. Its login comes from --manifest-settings (the
-file the role writes on the repository host, so that every run counts the same way) or
---manifest-conninfo; with neither, the manifest is off.
+restored copy) is counted in one snapshot once PostgreSQL has ended the backup (pgBackRest's
+"backup stop archive" line), while pgBackRest still waits for the last WAL and writes its
+manifest. Its recorded_at, the moment a drill restores to, is the snapshot's time on the
+database server: a restore of the backup can stop there, and the rows the drill finds are the
+rows counted, writes or not. It is recorded only for a backup that succeeded. Its login comes
+from --manifest-settings (the file the role writes on the repository host, so that every run
+counts the same way) or --manifest-conninfo; with neither, the manifest is off.
 Installed by roles/pgbackrest; stdlib only.
 """
 
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,18 @@ EXIT_FOREIGN_CLUSTER = 65  # EX_DATAERR: the cluster is not the one the stanza b
 DEFAULT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile_collector"
 DEFAULT_STATE_DIR = "/var/lib/openpolicy/backup"
 
-# Row counts per schema, every ordinary table counted exactly, in one read-only statement.
 MANIFEST_TIMEOUT = 1800.0  # seconds the count may take, from its start
+# pgBackRest's info line once PostgreSQL has ended the backup (pg_backup_stop): a restore of the
+# backup can stop at any moment after it, so the count starts there.
+BACKUP_STOPPED = "backup stop archive = "
+OUTPUT_POLL = 0.02  # seconds between two looks at a running pgBackRest's output
+# The count's transaction: one snapshot for every table (in read committed, each count that
+# query_to_xml runs would take its own, the last ones up to the whole count later), taken by the
+# first statement, which prints its start on the server's clock: the moment the rows are of, in
+# the time the commits in the WAL are stamped with.
+SNAPSHOT_QUERIES = ("set transaction isolation level repeatable read, read only",
+                    "select extract(epoch from statement_timestamp())")  # fmt: skip
+# Row counts per schema, every ordinary table counted exactly, in one read-only statement.
 MANIFEST_QUERY = """
 select n.nspname, coalesce(sum((xpath('/row/c/text()', query_to_xml(
          format('select count(*) as c from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint), 0)
@@ -163,20 +174,32 @@ def run(command: Sequence[str], timeout: float | None = None) -> subprocess.Comp
         return subprocess.CompletedProcess(command, 127, "", str(error))
 
 
-def run_process_group(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def run_process_group(
+    command: Sequence[str], on_output: Callable[[str], None] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command in a process group of its own and end whatever of the group outlives it.
 
     pgBackRest's worker processes inherit the stanza lock; when the main process is killed
     (OOM killer, an operator's SIGKILL) they linger, holding it, and every later run fails
     with "is another pgBackRest process running?". Killing the group frees the lock. Output
     goes to files, not pipes: a lingering worker would keep a pipe open and the read waiting.
+    on_output, if given, gets each new piece of the standard output while the command runs.
     """
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         try:
             process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, start_new_session=True)
         except FileNotFoundError as error:
             return subprocess.CompletedProcess(command, 127, "", str(error))
-        returncode = process.wait()
+        read = 0
+        while True:
+            try:
+                returncode = process.wait(timeout=None if on_output is None else OUTPUT_POLL)
+                break
+            except subprocess.TimeoutExpired:
+                piece = os.pread(stdout.fileno(), 1 << 16, read)
+                read += len(piece)
+                if piece and on_output is not None:
+                    on_output(piece.decode(errors="replace"))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         stdout.seek(0)
@@ -256,16 +279,23 @@ def last_line(text: str) -> str:
 
 
 def row_count_command(conninfo: str) -> list[str]:
-    return ["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", MANIFEST_QUERY]
+    """psql printing the snapshot's time (a line of its own), then a line per schema: name, rows."""
+    command = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+    for query in (*SNAPSHOT_QUERIES, MANIFEST_QUERY):
+        command += ["-c", query]
+    return [*command, "-d", conninfo]
 
 
-def parse_row_counts(output: str) -> dict[str, int]:
-    schemas = {}
+def parse_row_counts(output: str) -> tuple[float | None, dict[str, int]]:
+    """(the snapshot's Unix time, rows per schema) of row_count_command's output."""
+    snapshot, schemas = None, {}
     for line in output.splitlines():
         if "\t" in line:
             schema, rows = line.split("\t", 1)
             schemas[schema] = int(rows)
-    return schemas
+        elif line.strip() and snapshot is None:
+            snapshot = float(line)
+    return snapshot, schemas
 
 
 def row_counts(conninfo: str) -> dict[str, int]:
@@ -273,20 +303,20 @@ def row_counts(conninfo: str) -> dict[str, int]:
     result = run(row_count_command(conninfo), timeout=MANIFEST_TIMEOUT)
     if result.returncode != 0:
         raise JobError(f"counting rows failed: {last_line(result.stderr)}")
-    return parse_row_counts(result.stdout)
+    return parse_row_counts(result.stdout)[1]
 
 
 class RowCount:
-    """The manifest's count: its own psql, started with pgBackRest and read once the backup ended.
+    """The manifest's count: its own psql, read once pgBackRest has ended.
 
-    Counted after the backup, the rows of a 1 GB database added 0.4 s to every run (bench/
-    bench_backup.py); beside it, the count takes only its CPU. Output goes to files: read only
-    after the backup, a pipe could fill up (a line per schema) and hold psql past its timeout.
+    Counted after pgBackRest, the rows of a 1 GB database added 0.3 to 0.5 s to every run
+    (bench/bench_backup.py); from PostgreSQL's end of the backup on, the count overlaps
+    pgBackRest's wait for the last WAL and its manifest. Output goes to files: read only after
+    the backup, a pipe could fill up (a line per schema) and hold psql past its timeout.
     """
 
     def __init__(self, conninfo: str) -> None:
         self.started = time.monotonic()
-        self.started_at = time.time()
         # Closed by cancel(), which every run calls once the backup has ended.
         self.stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
@@ -300,8 +330,8 @@ class RowCount:
         except OSError as error:
             self.error = str(error)
 
-    def collect(self) -> dict[str, int]:
-        """Rows per schema, once the count has ended (within MANIFEST_TIMEOUT of its start)."""
+    def collect(self) -> tuple[float | None, dict[str, int]]:
+        """(Snapshot time, rows per schema), once the count has ended (within MANIFEST_TIMEOUT)."""
         try:
             if self.process is None:
                 raise JobError(f"counting rows failed: {self.error}")
@@ -344,21 +374,50 @@ def timestamp_text(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
+class CountAtStop:
+    """Starts the manifest's count once pgBackRest's output says PostgreSQL ended the backup.
+
+    A restore of a backup cannot stop before that end (PostgreSQL refuses a target before its
+    consistent point), so a count started earlier could not be checked by a drill: writes made
+    meanwhile would show up as differences. A pgBackRest that printed no such line has its
+    rows counted once it ended.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.count: RowCount | None = None
+        self.output = ""
+
+    def __call__(self, piece: str) -> None:
+        if self.count is None:
+            self.output = self.output[-len(BACKUP_STOPPED) :] + piece
+            if BACKUP_STOPPED in self.output:
+                self.count = RowCount(self.conninfo)
+
+    def started(self) -> RowCount:
+        if self.count is None:
+            self.count = RowCount(self.conninfo)
+        return self.count
+
+    def cancel(self) -> None:
+        if self.count is not None:
+            self.count.cancel()
+
+
 def record_manifest(args: argparse.Namespace, label: str, count: RowCount) -> None:
     """Write the per-schema row counts next to the backup's label (JobError: the count failed).
 
-    recorded_at, the moment a drill restores to, is taken once the backup has ended: a restore
-    of the backup cannot stop before that end. counted_at is when the count (its snapshot)
-    started, while pgBackRest copied the files.
+    recorded_at, the moment a drill restores to, is the count's snapshot (the server's time): after
+    PostgreSQL's end of the backup, so a restore of the backup can stop there.
     """
-    schemas = count.collect()
-    recorded_at = time.time()
+    snapshot, schemas = count.collect()
+    if snapshot is None:
+        raise JobError("counting rows printed no snapshot time")
     manifest = {
         "label": label,
         "stanza": args.stanza,
-        "recorded_at": timestamp_text(recorded_at),
-        "recorded_at_epoch": recorded_at,
-        "counted_at": timestamp_text(count.started_at),
+        "recorded_at": timestamp_text(snapshot),
+        "recorded_at_epoch": snapshot,
         "schemas": schemas,
     }
     directory = Path(args.state_dir) / "manifests" / args.stanza
@@ -444,15 +503,23 @@ def command_backup(args: argparse.Namespace) -> int:
         return status
 
 
-def take_backup(args: argparse.Namespace, started: float) -> tuple[int, str, dict[str, Any]]:
-    """pgBackRest's backup, then its entry in the info: (exit status, error, the backup's entry)."""
-    command = [args.pgbackrest, f"--stanza={args.stanza}", f"--type={args.type}"]
+def take_backup(
+    args: argparse.Namespace, started: float, on_output: Callable[[str], None] | None = None
+) -> tuple[int, str, dict[str, Any]]:
+    """pgBackRest's backup, then its entry in the info: (exit status, error, the backup's entry).
+
+    Its info lines go to the standard output for on_output (pgbackrest.conf's console level is
+    warn); errors stay on the standard error.
+    """
+    command = [args.pgbackrest, f"--stanza={args.stanza}", f"--type={args.type}", "--log-level-console=info"]
     command += [f"--annotation={item}" for item in args.annotation]
     command.append("backup")
-    result = run_process_group(command)
+    result = run_process_group(command, on_output)
     status = exit_status(result.returncode)
     if status != 0:
-        return status, failure_text(status, last_line(result.stderr) or last_line(result.stdout)), {}
+        # Its errors are on the standard error; of the standard output, its info lines are not one.
+        notices = "\n".join(line for line in result.stdout.splitlines() if " INFO: " not in line)
+        return status, failure_text(status, last_line(result.stderr) or last_line(notices)), {}
     try:
         backups = [item for item in backup_info(args.pgbackrest, args.stanza) if item.get("type") == args.type]
         backup = backups[-1] if backups else {}
@@ -479,13 +546,13 @@ def run_backup(args: argparse.Namespace, state: dict[str, Any]) -> int:
         status, error, backup = EXIT_FOREIGN_CLUSTER, refusal, {}
         ended = time.time()
     else:
-        count = RowCount(conninfo) if conninfo else None
+        count = CountAtStop(conninfo) if conninfo else None
         try:
-            status, error, backup = take_backup(args, started)
+            status, error, backup = take_backup(args, started, count)
             ended = time.time()
             if status == 0 and count is not None:
                 try:
-                    record_manifest(args, backup.get("label", ""), count)
+                    record_manifest(args, backup.get("label", ""), count.started())
                     manifest = "ok"
                 except JobError as count_error:
                     manifest, manifest_error = "failed", str(count_error)
