@@ -50,8 +50,8 @@ system: ## check the Debian packages (versions.toml [apt]) and Go; install them 
 bootstrap: $(VAULT_PASSWORD_FILE) ## install the pinned toolchain into ~/.cache/openpolicy-deploy (seconds when warm)
 	python3 scripts/bootstrap.py
 
-# Every playbook run reads the vault (the preflight checks the secrets), so every target that
-# runs one gets the local throwaway password first: made once, 0600, never replaced.
+# Every playbook run but backup.yml reads the vault (the preflight checks the secrets), so every
+# target that runs one gets the local throwaway password first: made once, 0600, never replaced.
 $(LOCAL_VAULT_PASSWORD):
 	mkdir -p "$(dir $@)" && (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$@")
 
