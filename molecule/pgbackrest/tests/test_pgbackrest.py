@@ -167,7 +167,8 @@ def test_sigkilled_backup_leaves_the_repository_consistent() -> None:
     podman(BACKUP, f"touch /tmp/killed-run.start && {runner}", user="pgbackrest")
     pid = ""
     for _ in range(100):
-        found = podman(BACKUP, "pgrep -u pgbackrest -f -- '--type=full backup$'", check=False).stdout.split()
+        # pgBackRest's main process (its workers' command lines end in backup:local).
+        found = podman(BACKUP, "pgrep -u pgbackrest -f -- '--type=full .*backup$'", check=False).stdout.split()
         if found:
             pid = found[0]
             break
