@@ -101,7 +101,7 @@ UNKNOWN_FIELD_CHART = {
 
 @pytest.mark.parametrize("mistake", ["hookMistake", "ownMistake"])
 def test_the_api_server_refuses_an_unknown_field_without_helms_openapi_check(kube: Kube, tmp_path, mistake: str):
-    """release_tier runs Helm with --disable-openapi-validation (its check of the cluster's schema
+    """release_tiers runs Helm with --disable-openapi-validation (its check of the cluster's schema
     cost most of a release's CPU): the API server's strict check of a server-side apply still
     fails the release, before the object exists, naming the field."""
     namespace = f"t-unknown-field-{mistake.lower()}"
@@ -120,7 +120,7 @@ def test_the_api_server_refuses_an_unknown_field_without_helms_openapi_check(kub
         "failure_grace": 0,
     }
     try:
-        result = run_module("release_tier", tmp_path, args)["releases"]["unknown-field"]
+        result = run_module("release_tiers", tmp_path, args)["releases"]["unknown-field"]
         own = kube.json("get", "configmaps", "-n", namespace, "--field-selector", "metadata.name=own")["items"]
     finally:
         kube.run("delete", "namespace", namespace, "--wait=false", check=False)

@@ -1,5 +1,5 @@
 """The deploy's two fast paths (module_utils/release_state.py; modules helm_releases and
-release_tier): the no-op proof from one look at the namespace, and the tier that starts every
+release_tiers): the no-op proof from one look at the namespace, and the tier that starts every
 release at once and stops an upgrade whose pods cannot start.
 
 Recording stand-ins answer for helm and kubectl (no cluster runs in tests/unit); the e2e
@@ -9,6 +9,7 @@ modules test_deploy.py and test_interrupted_deploy.py run both against the real 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -182,7 +183,7 @@ print("Release " + name + " has been upgraded.")
 
 
 def fake_tier_args(tmp_path: Path, releases: list[dict], **options) -> dict:
-    """release_tier's arguments with FAKE_TIER as helm and kubectl in tmp_path."""
+    """release_tiers's arguments with FAKE_TIER as helm and kubectl in tmp_path."""
     for name in ("helm", "kubectl"):
         (tmp_path / name).write_text(FAKE_TIER)
         (tmp_path / name).chmod(0o755)
@@ -204,7 +205,7 @@ def test_tier_starts_every_release_and_stops_the_one_whose_pods_crash(tmp_path):
     ]
     module_args = fake_tier_args(tmp_path, releases, timeout=30, failure_grace=1, interval=0.2)
     started = time.monotonic()
-    releases = run_module("release_tier", tmp_path, module_args)["releases"]
+    releases = run_module("release_tiers", tmp_path, module_args)["releases"]
     assert time.monotonic() - started < 20, "the crashing release was left to its timeout"
     assert releases["fine"]["rc"] == 0 and not releases["fine"]["stopped"]
     assert releases["crash"]["rc"] == 1
@@ -235,7 +236,7 @@ def test_tier_ends_when_its_last_helm_ends_not_at_the_next_poll(tmp_path):
     releases = [{"name": "fine", "values": {"replicaCount": 1}, "labels": {}}]
     module_args = fake_tier_args(tmp_path, releases, interval=30.0)
     started = time.monotonic()
-    releases = run_module("release_tier", tmp_path, module_args)["releases"]
+    releases = run_module("release_tiers", tmp_path, module_args)["releases"]
     assert releases["fine"]["rc"] == 0
     assert time.monotonic() - started < 15, "the tier waited for the poll's interval after Helm ended"
 
@@ -257,7 +258,7 @@ def test_tier_runs_at_most_parallel_helms_and_starts_the_next_as_one_ends(tmp_pa
     module_args = fake_tier_args(tmp_path, releases, parallel=parallel, failure_grace=0, interval=30.0)
     (tmp_path / "helm").write_text(SLOW_HELM)
     started = time.monotonic()
-    results = run_module("release_tier", tmp_path, module_args)["releases"]
+    results = run_module("release_tiers", tmp_path, module_args)["releases"]
     took = time.monotonic() - started
     assert sorted(results) == [r["name"] for r in releases] and all(r["rc"] == 0 for r in results.values())
     spans = sorted(json.loads(line)[1:] for line in (tmp_path / "spans").read_text().splitlines())
@@ -269,3 +270,44 @@ def test_tier_runs_at_most_parallel_helms_and_starts_the_next_as_one_ends(tmp_pa
     else:
         # 0: four per core, so the five start at once on this machine's two cores or more.
         assert most == 5
+
+
+def test_tiers_run_in_order_each_once_the_one_before_has_ended(tmp_path):
+    tiers = {"data": ["etl"], "core": ["auth", "policy"], "edge": ["gateway"]}
+    releases = [
+        {"name": name, "tier": tier, "values": {}, "labels": {}} for tier, names in tiers.items() for name in names
+    ]
+    # Listed out of order: the order is tier_order's, not the list's.
+    module_args = fake_tier_args(tmp_path, releases[::-1], tier_order=list(tiers), failure_grace=0, interval=30.0)
+    (tmp_path / "helm").write_text(SLOW_HELM)
+    result = run_module("release_tiers", tmp_path, module_args)
+    assert sorted(result["releases"]) == ["auth", "etl", "gateway", "policy"] and result["not_started"] == []
+    spans = {name: (start, end) for name, start, end in map(json.loads, (tmp_path / "spans").read_text().splitlines())}
+    assert max(spans[name][1] for name in tiers["data"]) <= min(spans[name][0] for name in tiers["core"])
+    assert max(spans[name][1] for name in tiers["core"]) <= spans["gateway"][0]
+    # The tier's releases start together.
+    assert abs(spans["auth"][0] - spans["policy"][0]) < 0.25
+
+
+def test_no_tier_starts_after_a_tier_with_a_failed_release(tmp_path):
+    releases = [
+        {"name": "crash", "tier": "data", "values": {}, "labels": {}},
+        {"name": "fine", "tier": "core", "values": {}, "labels": {}},
+    ]
+    module_args = fake_tier_args(
+        tmp_path, releases, tier_order=["data", "core"], timeout=30, failure_grace=1, interval=0.2
+    )
+    result = run_module("release_tiers", tmp_path, module_args)
+    assert result["releases"]["crash"]["rc"] == 1 and "fine" not in result["releases"]
+    assert result["not_started"] == ["fine"]
+    assert not (tmp_path / "fine.values").exists(), "the next tier's Helm ran"
+
+
+def test_a_release_outside_the_tier_order_is_refused(tmp_path):
+    releases = [{"name": "auth", "tier": "middle", "values": {}, "labels": {}}]
+    module_args = fake_tier_args(tmp_path, releases, tier_order=["data", "core", "edge"])
+    # run_module asserts the module's exit status 0: its message holds the module's JSON.
+    expected = "\"msg\": \"release auth: tier 'middle' is not one of ['data', 'core', 'edge']\""
+    with pytest.raises(AssertionError, match=re.escape(expected)):
+        run_module("release_tiers", tmp_path, module_args)
+    assert not (tmp_path / "calls").exists()
