@@ -38,12 +38,22 @@ def server_side(kube: Kube, manifests: list[dict], dry_run: bool) -> None:
     kube.run(*args, stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": hooks_last}))
 
 
+def namespace_terminating(kube: Kube, namespace: str) -> bool:
+    phase = kube.run("get", "namespace", namespace, "-o", "jsonpath={.status.phase}", check=False).stdout
+    return phase.strip() == "Terminating"
+
+
 @pytest.mark.parametrize("environment", ["local", "dev", "staging", "production"])
 def test_every_manifest_is_accepted_by_the_api_server(kube: Kube, rendered, monitoring_crds, environment: str):
     releases = {release: manifests for (env, release), manifests in rendered.items() if env == environment}
     platform = releases.pop(f"openpolicy-platform-{environment}")
-    server_side(kube, platform, dry_run=False)
     namespace = render.namespace(environment)
+    # A module that ran before on this worker's cluster may have left the environment's namespace
+    # being deleted (--wait=false): a terminating namespace takes no new object.
+    kube.wait_for(
+        lambda: not namespace_terminating(kube, namespace), timeout=180, what=f"namespace {namespace} to be deleted"
+    )
+    server_side(kube, platform, dry_run=False)
     labels = kube.json("get", "namespace", namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert len(releases) == 9
