@@ -53,6 +53,13 @@ options:
       deploy needs to prove that nothing is to do, and what the summary shows, in two calls."
     type: bool
     default: false
+  kinds:
+    description: "Other kinds to list at the same time, with one C(kubectl get KINDS -o json)
+      beside C(helm list) (the baseline's PriorityClasses: one call fewer before the releases),
+      returned whole as RV(objects)."
+    type: list
+    elements: str
+    default: []
   binary:
     description: The helm program.
     type: str
@@ -86,6 +93,10 @@ secret_names:
   description: Names of the namespace's Secrets (no data).
   returned: with O(namespace_objects)
   type: list
+objects:
+  description: "The objects of O(kinds) as one List (C(kubectl get -o json))."
+  returned: with O(kinds)
+  type: dict
 """
 
 import json  # noqa: E402 - after the documentation, as Ansible modules are laid out
@@ -106,6 +117,7 @@ def main() -> None:
             "full_history": {"type": "bool", "default": False},
             "labelled": {"type": "bool", "default": False},
             "namespace_objects": {"type": "bool", "default": False},
+            "kinds": {"type": "list", "elements": "str", "default": []},
             "binary": {"type": "str", "default": "helm"},
             "kubectl": {"type": "str", "default": "kubectl"},
         },
@@ -132,8 +144,13 @@ def main() -> None:
         # (failed and pending included). The labels are read at the same time.
         listed = pool.submit(helm, "list", "--output", "json")
         stored = pool.submit(module.run_command, read) if labelled or params["namespace_objects"] else None
+        kinds = params["kinds"]
+        other = pool.submit(module.run_command, [*kubectl, "get", ",".join(kinds), "-o", "json"]) if kinds else None
         listing = listed.result() or []
         rc, out, err = stored.result() if stored else (1, "", "")
+        other_rc, other_out, other_err = other.result() if other else (0, "", "")
+    if other_rc != 0:
+        module.fail_json(msg=f"kubectl get {','.join(kinds)}: {' '.join(other_err.split())}", rc=other_rc)
     wanted = set(params["names"])
     names = sorted(
         item["name"]
@@ -149,11 +166,11 @@ def main() -> None:
             values[revision] = helm("get", "values", name, "--revision", str(revision), "--output", "json") or {}
         return name, release_state.release(history, values)
 
-    extra = {}
+    extra = {"objects": json.loads(other_out)} if kinds else {}
     if params["namespace_objects"]:
         if rc != 0:
             module.fail_json(msg=f"kubectl get: {' '.join(err.split())}", rc=rc)
-        extra = release_state.namespace_objects(out)
+        extra |= release_state.namespace_objects(out)
     releases = {}
     if labelled and names:
         # No labels to read (another storage driver, no right to list Secrets): every release the slow way.

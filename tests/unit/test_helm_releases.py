@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
 
 from tests.helpers import REPO, toolchain_env
 
@@ -52,13 +53,14 @@ def calls(tmp_path_factory) -> tuple[dict, list[list[str]]]:
     return output, recorded
 
 
-def run_helm_releases(folder, module_args: dict) -> dict:
+def run_helm_releases(folder, module_args: dict, check: bool = True) -> dict:
     """The module helm_releases run as Ansible runs it, with these arguments; its JSON result."""
-    return run_module("helm_releases", folder, module_args)
+    return run_module("helm_releases", folder, module_args, check)
 
 
-def run_module(name: str, folder, module_args: dict) -> dict:
-    """A module of plugins/modules run as Ansible runs it, with these arguments; its JSON result."""
+def run_module(name: str, folder, module_args: dict, check: bool = True) -> dict:
+    """A module of plugins/modules run as Ansible runs it, with these arguments; its JSON result
+    (with `check`, that of a module that succeeded)."""
     args = folder / "args.json"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
     result = subprocess.run(
@@ -69,7 +71,7 @@ def run_module(name: str, folder, module_args: dict) -> dict:
         check=False,
         timeout=60,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0 or not check, result.stdout + result.stderr
     return json.loads(result.stdout)
 
 
@@ -95,3 +97,53 @@ def test_every_flag_is_one_the_pinned_helm_has(calls):
             assert re.search(rf"(^|\s){re.escape(flag)}(?=[\s=]|$)", shown, re.MULTILINE), (
                 f"helm {' '.join(command)} has no {flag}: {argv}"
             )
+
+
+FAKE_KUBECTL = r"""#!/usr/bin/env python3
+import json, sys
+args = sys.argv[1:]
+with open(sys.argv[0] + ".calls", "a") as log:
+    log.write(json.dumps(args) + "\n")
+if "priorityclasses" in args:
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+        {"kind": "PriorityClass", "metadata": {"name": "openpolicy-critical",
+         "labels": {"app.kubernetes.io/part-of": "openpolicy"},
+         "annotations": {"meta.helm.sh/release-name": "openpolicy-platform-dev"}}}]}))
+elif "--selector" in args:
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "items": []}))
+else:
+    sys.exit("kubectl: unexpected call " + " ".join(args))
+"""
+
+
+def test_other_kinds_are_listed_beside_the_releases(tmp_path):
+    """kinds: the baseline's PriorityClasses come back in the call that reads its release."""
+    for name, text in (("helm", FAKE_HELM), ("kubectl", FAKE_KUBECTL)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    output = run_helm_releases(
+        tmp_path,
+        {
+            "namespace": "openpolicy-system",
+            "kubeconfig": str(tmp_path / "kubeconfig"),
+            "names": ["auth-service"],
+            "labelled": True,
+            "kinds": ["priorityclasses"],
+            "binary": str(tmp_path / "helm"),
+            "kubectl": str(tmp_path / "kubectl"),
+        },
+    )
+    assert release_state.helm_owners(output["objects"], "PriorityClass") == ["openpolicy-platform-dev"]
+    assert "auth-service" in output["releases"]
+    kubectl_calls = [json.loads(line) for line in (tmp_path / "kubectl.calls").read_text().splitlines()]
+    assert ["get", "priorityclasses", "-o", "json"] in [call[-4:] for call in kubectl_calls]
+
+
+def test_a_kind_that_cannot_be_listed_fails_in_one_line(tmp_path):
+    for name, text in (("helm", FAKE_HELM), ("kubectl", FAKE_KUBECTL)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    module_args = {"namespace": "ns", "kubeconfig": str(tmp_path / "kubeconfig"), "kinds": ["nosuchkinds"]}
+    tools = {"binary": str(tmp_path / "helm"), "kubectl": str(tmp_path / "kubectl")}
+    output = run_helm_releases(tmp_path, {**module_args, **tools}, check=False)
+    assert output["failed"] and output["msg"].startswith("kubectl get nosuchkinds: kubectl: unexpected call")

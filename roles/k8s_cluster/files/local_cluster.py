@@ -311,7 +311,17 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        if not self.running():
+        # A rerun finds the cluster serving: its nodes are read, and the two reads describe()
+        # makes run beside that read instead of after it (three kubectl calls in the time of one).
+        describing = self.describe_calls() if self.exists() and self.kubeconfig.is_file() else []
+        try:
+            nodes_ready = self.node_readiness() if describing else None
+        except ClusterError:
+            nodes_ready = None
+        if nodes_ready is None:
+            self.finish_calls(describing)
+            describing = []
+        if nodes_ready is None and not self.running():
             with ports_of_one_cluster_at_a_time():
                 if self.exists():
                     self.kwokctl("start", "cluster", "--wait", "5m")
@@ -330,7 +340,8 @@ class Cluster:
                         "5m",
                     )
                     changed.append("created")
-        nodes_ready = self.node_readiness()
+        if nodes_ready is None:
+            nodes_ready = self.node_readiness()
         changed += self.reconcile_nodes(nodes, set(nodes_ready))
         # A rerun with every node in place and Ready asks nothing more of the API server.
         ready = sum(nodes_ready.values())
@@ -340,7 +351,7 @@ class Cluster:
             "changed": bool(changed),
             "actions": changed,
             "seconds": round(time.monotonic() - started, 1),
-            **self.describe(ready),
+            **self.describe(ready, describing),
         }
 
     def reconcile_nodes(self, wanted: int, have: set[str]) -> list[str]:
@@ -387,16 +398,24 @@ class Cluster:
         except ClusterError:
             return 0
 
-    def describe(self, ready: int | None = None) -> dict:
+    def describe_calls(self) -> list[subprocess.Popen]:
         # Two independent kubectl calls (one reads the kubeconfig, one asks the server) at once.
-        calls = [
+        return [
             subprocess.Popen(self.kubectl_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             for args in (
                 ("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"),
                 ("version", "-o", "json"),
             )
         ]
-        server, version = (call.communicate()[0] for call in calls)
+
+    @staticmethod
+    def finish_calls(calls: list[subprocess.Popen]) -> list[str]:
+        return [call.communicate()[0] for call in calls]
+
+    def describe(self, ready: int | None = None, calls: list[subprocess.Popen] | None = None) -> dict:
+        """The cluster's name, context, server and version: from `calls` (describe_calls()) when
+        they were started already, with the cluster serving."""
+        server, version = self.finish_calls(calls or self.describe_calls())
         server_version = json.loads(version).get("serverVersion", {}).get("gitVersion") if version else None
         return {
             "name": self.name,
