@@ -32,14 +32,21 @@ before, so hosts far away are still waited on side by side.
 And it keeps the code Jinja compiles for each template and conditional for the rest of the run
 (plugins/plugin_utils/template_code_cache.py): ansible-core compiles the same text again at
 every task that renders it.
+
+And it starts the control host's Python when the run begins, in a forked process, beside the
+preflight's tasks in the controller, instead of inside the first module task there
+(_prewarm_local_hosts; `openpolicy_prewarm: false` turns it off).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import marshal
 import os
+import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -48,11 +55,16 @@ import ansible_mitogen.loaders
 import ansible_mitogen.strategy
 import mitogen
 import mitogen.core
+import mitogen.fork
 import mitogen.master
 from ansible import constants as C
 from ansible.executor.task_executor import TaskExecutor
 from ansible.executor.task_result import _RawTaskResult
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.playbook.block import Block
+from ansible.playbook.task import Task
 from ansible.plugins.loader import get_plugin_loader_namespace
+from ansible.template import Templar
 from ansible_collections.openpolicy.deploy.plugins.plugin_utils import template_code_cache
 
 try:  # ansible-core 2.19's (versions.toml): the context a worker runs its task in
@@ -161,8 +173,17 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
 
     # Hosts the current round of the linear loop queues a task to (set before it queues them).
     _hosts_this_round = 0
+    _run_play_context = None
+
+    def run(self, iterator, play_context, result=0):
+        self._run_play_context = play_context
+        try:
+            return super().run(iterator, play_context, result)
+        finally:
+            _reap_prewarms()
 
     def _get_next_task_lockstep(self, hosts, iterator):
+        _prewarm_local_hosts(self, hosts, iterator)
         host_tasks = super()._get_next_task_lockstep(hosts, iterator)
         # Meta tasks (the no-ops of hosts waiting in another block) are never queued.
         self._hosts_this_round = sum(1 for _host, task in host_tasks if task.action not in C._ACTION_META)
@@ -202,3 +223,119 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
         self._final_q.send_task_result(
             _RawTaskResult(host=host, task=own_task, return_data=result, task_fields=own_task.dump_attrs())
         )
+
+
+# The interpreters a forked process of this run started over the local connection (pid; 0 once
+# reaped), and whether the run's first round was looked at.
+_PREWARMING: dict[str, int] = {}
+_PREWARM_LOOKED = []
+# The longest the run's exit waits for a prewarm (a ping over the local connection, some 0.4 s).
+PREWARM_TIMEOUT = 10.0
+
+
+def _prewarm_local_hosts(strategy, hosts, iterator) -> None:
+    """Start the Python of the hosts of the run's first round reached over the local connection
+    (the control host: every playbook's preflight runs there first) in the background.
+
+    Mitogen starts a host's Python at the host's first module task and keeps it for the run: for
+    the control host about 0.35 s (the interpreter, Mitogen's core sent to it, then
+    ansible.module_utils), spent inside that task, while the controller had only run tasks of
+    its own before it (a deploy's preflight, about 0.5 s). A process forked at the play's first
+    round runs a ping there instead: it asks Mitogen's multiplexer for the connection the first
+    module task will ask for, so that task finds it made or being made. The process's result is
+    dropped and it writes nothing to the terminal; when it fails, the first task connects as it
+    always did. Hosts on the same interpreter share one connection: one ping for them all. Only
+    the first round is looked at: a host's variables cost some milliseconds to gather, and the
+    nine release hosts of a deploy share the control host's connection.
+
+    A playbook that runs no module on the control host sets `openpolicy_prewarm: false` on its
+    plays (backup.yml: its preflight runs in the controller and its backup over SSH), and
+    OPENPOLICY_PREWARM=0 turns it off for every run that sees it (the unit tests: their runs
+    mostly stop in the preflight, where the prewarm is CPU taken from the tests beside them).
+    """
+    if _PREWARM_LOOKED or TaskContext is None or strategy._run_play_context is None:
+        return
+    if not boolean(os.environ.get("OPENPOLICY_PREWARM", "1"), strict=False):
+        return
+    _PREWARM_LOOKED.append(True)
+    for host in hosts:
+        try:
+            task_vars = strategy._variable_manager.get_vars(play=iterator._play, host=host)
+        except Exception:  # no prewarm for a host whose variables cannot be read yet
+            continue
+        if str(task_vars.get("ansible_connection", "")) != "local":
+            continue
+        try:
+            templar = Templar(strategy._loader, variables=task_vars)
+            wanted = boolean(templar.template(task_vars.get("openpolicy_prewarm", True)), strict=False)
+            interpreter = templar.template(task_vars.get("ansible_python_interpreter", ""))
+        except Exception:
+            continue
+        if not wanted:
+            continue
+        target = str(interpreter)
+        if target in _PREWARMING:
+            continue
+        block = Block(play=iterator._play)
+        task = Task(block=block)
+        task.action = "ansible.builtin.ping"
+        task.name = "Start the host's Python"
+        task.args = {}
+        task.set_loader(strategy._loader)
+        block.block = [task]
+        pid = os.fork()
+        if pid == 0:
+            _prewarm_in_child(strategy, host, task, task_vars)
+        _PREWARMING[target] = pid
+        # Registered after Mitogen's own exit handler (its worker model exists by now), so run
+        # before it: a connection still being made when the multiplexer is told to shut down
+        # held the run's exit for Mitogen's 5 s shutdown timeout (a preflight that fails at once).
+        atexit.register(_wait_for_prewarms)
+
+
+def _prewarm_in_child(strategy, host, task, task_vars) -> None:
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        mitogen.fork.on_fork()
+        with TaskContext(task):
+            TaskExecutor(
+                host,
+                task,
+                task_vars,
+                strategy._run_play_context,
+                strategy._loader,
+                get_plugin_loader_namespace(),
+                strategy._final_q,
+                strategy._variable_manager,
+            ).run()
+    finally:
+        os._exit(0)
+
+
+def _wait_for_prewarms(timeout: float = PREWARM_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    for name, pid in _PREWARMING.items():
+        while pid:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = float("inf")  # reaped by the next waitpid
+            time.sleep(0.01)
+        _PREWARMING[name] = 0
+
+
+def _reap_prewarms() -> None:
+    for name, pid in _PREWARMING.items():
+        if pid:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    _PREWARMING[name] = 0
+            except ChildProcessError:
+                _PREWARMING[name] = 0

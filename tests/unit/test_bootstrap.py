@@ -176,6 +176,51 @@ def test_tasks_that_stay_in_the_controller_run_in_its_process_with_the_same_resu
     assert len(beside) == 2 and process.pid not in beside, output
 
 
+# The first module task on the control host reports when the Python it runs in started, and the
+# time just before that task (clock ticks since boot, as /proc gives both).
+PREWARM_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+  tasks:
+    - ansible.builtin.pause: {seconds: 2}
+    - ansible.builtin.set_fact:
+        before_first_module: "{{ lookup('ansible.builtin.pipe', 'cut -d\\" \\" -f22 /proc/self/stat') }}"
+    - ansible.builtin.shell: echo "PYTHON $(cut -d' ' -f22 /proc/$PPID/stat)"
+      register: first
+      changed_when: false
+    - ansible.builtin.debug: {msg: "BEFORE {{ before_first_module }} {{ first.stdout }}"}
+"""
+
+
+@pytest.mark.parametrize("prewarm", [True, False])
+def test_the_control_hosts_python_starts_at_the_runs_first_round(tmp_path, prewarm):
+    """The default strategy starts the Python of a host reached over the local connection when
+    the run begins (a forked ping), not at its first module task; openpolicy_prewarm: false
+    leaves it to that task."""
+    (tmp_path / "play.yml").write_text(PREWARM_PLAYBOOK)
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    localhost: {ansible_connection: local}\n")
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(tmp_path / "hosts.yml"),
+            str(tmp_path / "play.yml"),
+            "-e",
+            f"openpolicy_prewarm={str(prewarm).lower()}",
+        ],
+        cwd=REPO,
+        env=toolchain_env(OPENPOLICY_PREWARM="1"),
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    before, started = (int(t) for t in re.search(r"BEFORE (\d+) PYTHON (\d+)", result.stdout).groups())
+    assert (started < before) == prewarm, result.stdout
+
+
 def test_second_bootstrap_changes_and_rebuilds_nothing():
     """Run twice: the second run reports every step cached and leaves every binary as it was."""
     first = subprocess.run(
