@@ -46,6 +46,7 @@ import marshal
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -65,6 +66,7 @@ from ansible.playbook.block import Block
 from ansible.playbook.task import Task
 from ansible.plugins.loader import get_plugin_loader_namespace
 from ansible.template import Templar
+from ansible.utils.display import Display
 from ansible_collections.openpolicy.deploy.plugins.plugin_utils import template_code_cache
 
 try:  # ansible-core 2.19's (versions.toml): the context a worker runs its task in
@@ -300,6 +302,8 @@ def _prewarm_in_child(strategy, host, task, task_vars) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         mitogen.fork.on_fork()
+        # A lock the controller's other thread held at the fork would stay held here forever.
+        Display()._lock = threading.RLock()
         with TaskContext(task):
             TaskExecutor(
                 host,
