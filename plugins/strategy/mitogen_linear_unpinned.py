@@ -228,9 +228,9 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
 
 
 # The interpreters a forked process of this run started over the local connection (pid; 0 once
-# reaped), and whether the run's first round was looked at.
+# reaped), and whether the run's first round was looked at (once per run).
 _PREWARMING: dict[str, int] = {}
-_PREWARM_LOOKED = []
+_PREWARM_STATE = {"looked": False}
 # The longest the run's exit waits for a prewarm (a ping over the local connection, some 0.4 s).
 PREWARM_TIMEOUT = 10.0
 
@@ -255,11 +255,11 @@ def _prewarm_local_hosts(strategy, hosts, iterator) -> None:
     OPENPOLICY_PREWARM=0 turns it off for every run that sees it (the unit tests: their runs
     mostly stop in the preflight, where the prewarm is CPU taken from the tests beside them).
     """
-    if _PREWARM_LOOKED or TaskContext is None or strategy._run_play_context is None:
+    if _PREWARM_STATE["looked"] or TaskContext is None or strategy._run_play_context is None:
         return
+    _PREWARM_STATE["looked"] = True
     if not boolean(os.environ.get("OPENPOLICY_PREWARM", "1"), strict=False):
         return
-    _PREWARM_LOOKED.append(True)
     for host in hosts:
         try:
             task_vars = strategy._variable_manager.get_vars(play=iterator._play, host=host)
