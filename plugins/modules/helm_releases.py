@@ -8,7 +8,8 @@ module: helm_releases
 short_description: The releases of a namespace, their history and the values of each revision read
 description:
   - "Runs C(helm list -o json), C(helm history -o json) and C(helm get values -o json), Helm's own
-    interface, never its storage Secrets. Reads nothing else and changes nothing."
+    interface; with O(labelled), O(namespace_objects) or O(kinds), the kubectl reads those options
+    name beside C(helm list). Changes nothing."
   - "Each release is {history, deployed, current}; an entry is {revision, status, chart,
     chart_version, app_version, values_checksum, updated, description} (module_utils/release_state.py)."
 options:
