@@ -59,8 +59,9 @@ options:
     default: 0
   failure_grace:
     description: >-
-      Seconds a release's pods stay unable to start before its upgrade is stopped; 0 leaves it
-      to Helm's timeout.
+      Seconds a release's pods stay unable to start before its upgrade is stopped, and seconds
+      the API server may not answer the pod watch before every running upgrade is stopped (Helm
+      waiting on a hook would wait out its timeout); 0 leaves both to Helm's timeout.
     type: int
     default: 15
   interval:
@@ -105,8 +106,10 @@ not_started:
 
 import json  # noqa: E402 - after the documentation, as Ansible modules are laid out
 import os  # noqa: E402
+import re  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -206,11 +209,28 @@ class Upgrade:
         }
 
 
+# kubectl's words for an API server that did not answer, as opposed to one that refused the
+# request (a watch the deployer's role may not make must not stop a deploy).
+# (kubectl 1.36: "The connection to the server 127.0.0.1:32764 was refused - did you specify
+# the right host or port?"; a watch whose server goes away ends with status 0 and nothing said.)
+UNREACHABLE = re.compile(
+    r"connection to the server \S+ was refused|connection refused|no route to host|i/o timeout|"
+    r"connection reset|unexpected EOF|TLS handshake timeout|Unable to connect to the server",
+    re.IGNORECASE,
+)
+# A watch that has stayed up this long is connected, even if no pod has shown yet.
+WATCH_CONNECTED_AFTER = 2.0
+
+
 class PodWatch:
     """One `kubectl get pods --watch` of the tier's releases, for the whole tier: the pods as the
     API server's last event described them. A poll started a kubectl every second, each some
     0.1 CPU-s, while the tier's Helms were short of CPU. A watch that ends (the API server closed
     it) is started again; the watch only ever shortens a wait, so one that cannot start is no error.
+
+    It also tells how long the API server has not answered (unreachable_for): Helm waiting on a
+    hook does not fail when the server goes, it waits out its timeout (a deploy whose
+    kube-apiserver was killed during a migration hook ended 129 s later, at its 120 s timeout).
     """
 
     def __init__(self, command: list[str]):
@@ -218,25 +238,31 @@ class PodWatch:
         self.pods: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.unreachable_since: float | None = None
         self.closed = False
         self.reader = threading.Thread(target=self._watch, daemon=True)
         self.reader.start()
 
     def _watch(self) -> None:
-        while True:
-            # Started under the lock close() takes: no watch starts once the tier is done.
-            with self.lock:
-                if self.closed:
-                    return
-                try:
-                    self.process = subprocess.Popen(
-                        self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-                    )
-                except OSError:
-                    return
-                self.pods = {}  # the new watch lists every pod again
-            self._read(self.process.stdout)
-            self.process.wait()
+        while not self.closed:
+            with tempfile.TemporaryFile(mode="w+") as errors:
+                # Started under the lock close() takes: no watch starts once the tier is done.
+                with self.lock:
+                    if self.closed:
+                        return
+                    try:
+                        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=errors, text=True)
+                    except OSError:
+                        return
+                    self.started_at = time.monotonic()
+                    self.pods = {}  # the new watch lists every pod again
+                self._read(self.process.stdout)
+                failed = self.process.wait() != 0
+                errors.seek(0)
+                if failed and UNREACHABLE.search(errors.read()):
+                    with self.lock:
+                        self.unreachable_since = self.unreachable_since or time.monotonic()
             if not self.closed:
                 time.sleep(1.0)
 
@@ -252,6 +278,7 @@ class PodWatch:
             pod = event.get("object") or {}
             name = (pod.get("metadata") or {}).get("name")
             with self.lock:
+                self.unreachable_since = None
                 if name and event.get("type") == "DELETED":
                     self.pods.pop(name, None)
                 elif name:
@@ -260,6 +287,19 @@ class PodWatch:
     def listing(self) -> dict:
         with self.lock:
             return {"items": list(self.pods.values())}
+
+    def unreachable_for(self) -> float:
+        """Seconds since a watch first ended with the API server not answering, while no watch
+        since has read an event or stayed up for WATCH_CONNECTED_AFTER; 0 when it answers."""
+        with self.lock:
+            if self.unreachable_since is None:
+                return 0.0
+            now = time.monotonic()
+            running = self.process is not None and self.process.poll() is None
+            if running and now - self.started_at > WATCH_CONNECTED_AFTER:
+                self.unreachable_since = None
+                return 0.0
+            return now - self.unreachable_since
 
     def close(self) -> None:
         with self.lock:
@@ -308,6 +348,14 @@ def run_tier(tier: Tier, watch: PodWatch | None, params: dict) -> None:
         if watch is None:
             continue
         now = time.monotonic()
+        unreachable = watch.unreachable_for()
+        if unreachable >= params["failure_grace"]:
+            for upgrade in tier.upgrades.values():
+                upgrade.stop(
+                    f"the API server did not answer for {unreachable:.0f} s, stopped before Helm's "
+                    f"{params['timeout']} s timeout"
+                )
+            continue
         failing = release_state.pods_failing(watch.listing(), list(tier.upgrades))
         for name, upgrade in tier.upgrades.items():
             if name not in failing or not upgrade.running():

@@ -178,8 +178,21 @@ if name.startswith("crash"):
     signal.signal(signal.SIGTERM, lambda *_: (print("Release crash has been cancelled."), sys.exit(1)))
     time.sleep(60)
     sys.exit(2)
+if name.startswith("slow"):
+    time.sleep(3)
 print("Release " + name + " has been upgraded.")
 """
+
+# kubectl stand-ins whose watch fails at once, as kubectl 1.36 does: an API server that does not
+# answer (its own words), and one that refuses the request.
+KUBECTL_UNANSWERED = (
+    "#!/bin/sh\necho 'The connection to the server 127.0.0.1:32764 was refused - did you specify the right "
+    "host or port?' >&2\nexit 1\n"
+)
+KUBECTL_FORBIDDEN = (
+    '#!/bin/sh\necho \'Error from server (Forbidden): pods is forbidden: User "deployer" cannot watch '
+    'resource "pods"\' >&2\nexit 1\n'
+)
 
 
 def fake_tier_args(tmp_path: Path, releases: list[dict], **options) -> dict:
@@ -311,3 +324,29 @@ def test_a_release_outside_the_tier_order_is_refused(tmp_path):
     with pytest.raises(AssertionError, match=re.escape(expected)):
         run_module("release_tiers", tmp_path, module_args)
     assert not (tmp_path / "calls").exists()
+
+
+def test_a_tier_stops_its_helms_when_the_api_server_does_not_answer(tmp_path):
+    """Helm waiting on a hook waits out its timeout when the API server goes (a deploy whose
+    kube-apiserver was killed during a migration hook ended 145 s later): the tier's watch stops
+    the Helms once the server has not answered for the failure grace."""
+    releases = [{"name": "crash", "values": {}}, {"name": "crash-too", "values": {}}]
+    module_args = fake_tier_args(tmp_path, releases, timeout=30, failure_grace=2, interval=0.2)
+    (tmp_path / "kubectl").write_text(KUBECTL_UNANSWERED)
+    started = time.monotonic()
+    results = run_module("release_tiers", tmp_path, module_args)["releases"]
+    assert time.monotonic() - started < 15, "the Helms were left to their timeout"
+    for name in ("crash", "crash-too"):
+        assert results[name]["rc"] == 1
+        assert re.fullmatch(
+            r"the API server did not answer for \d+ s, stopped before Helm's 30 s timeout", results[name]["stopped"]
+        ), results[name]
+
+
+def test_a_watch_the_api_server_refuses_stops_nothing(tmp_path):
+    """A refused watch (the deployer's role may not watch pods) is not an unreachable cluster."""
+    releases = [{"name": "slow", "values": {}}]
+    module_args = fake_tier_args(tmp_path, releases, timeout=30, failure_grace=1, interval=0.2)
+    (tmp_path / "kubectl").write_text(KUBECTL_FORBIDDEN)
+    results = run_module("release_tiers", tmp_path, module_args)["releases"]
+    assert results["slow"]["rc"] == 0 and not results["slow"]["stopped"], results["slow"]
