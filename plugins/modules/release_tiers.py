@@ -230,7 +230,9 @@ class PodWatch:
 
     It also tells how long the API server has not answered (unreachable_for): Helm waiting on a
     hook does not fail when the server goes, it waits out its timeout (a deploy whose
-    kube-apiserver was killed during a migration hook ended 129 s later, at its 120 s timeout).
+    kube-apiserver was killed during a migration hook ended 145 s later, with a 120 s timeout).
+    Only a watch that fails at once counts (connection refused): one whose connection hangs
+    stays up, counts as connected after WATCH_CONNECTED_AFTER, and leaves Helm to its timeout.
     """
 
     def __init__(self, command: list[str]):
