@@ -319,15 +319,18 @@ def _prewarm_in_child(strategy, host, task, task_vars) -> None:
         os._exit(0)
 
 
+def _ended(pid: int) -> bool:
+    """Whether the prewarm `pid` has ended (reaping it), without waiting."""
+    try:
+        return bool(os.waitpid(pid, os.WNOHANG)[0])
+    except ChildProcessError:  # reaped already
+        return True
+
+
 def _wait_for_prewarms(timeout: float = PREWARM_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     for name, pid in _PREWARMING.items():
-        while pid:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    break
-            except ChildProcessError:
-                break
+        while pid and not _ended(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 deadline = float("inf")  # reaped by the next waitpid
@@ -337,9 +340,5 @@ def _wait_for_prewarms(timeout: float = PREWARM_TIMEOUT) -> None:
 
 def _reap_prewarms() -> None:
     for name, pid in _PREWARMING.items():
-        if pid:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    _PREWARMING[name] = 0
-            except ChildProcessError:
-                _PREWARMING[name] = 0
+        if pid and _ended(pid):
+            _PREWARMING[name] = 0

@@ -116,11 +116,16 @@ else:
 """
 
 
+def write_fakes(folder) -> None:
+    """FAKE_HELM and FAKE_KUBECTL as helm and kubectl in `folder`."""
+    for name, text in (("helm", FAKE_HELM), ("kubectl", FAKE_KUBECTL)):
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+
+
 def test_other_kinds_are_listed_beside_the_releases(tmp_path):
     """kinds: the baseline's PriorityClasses come back in the call that reads its release."""
-    for name, text in (("helm", FAKE_HELM), ("kubectl", FAKE_KUBECTL)):
-        (tmp_path / name).write_text(text)
-        (tmp_path / name).chmod(0o755)
+    write_fakes(tmp_path)
     output = run_helm_releases(
         tmp_path,
         {
@@ -140,9 +145,7 @@ def test_other_kinds_are_listed_beside_the_releases(tmp_path):
 
 
 def test_a_kind_that_cannot_be_listed_fails_in_one_line(tmp_path):
-    for name, text in (("helm", FAKE_HELM), ("kubectl", FAKE_KUBECTL)):
-        (tmp_path / name).write_text(text)
-        (tmp_path / name).chmod(0o755)
+    write_fakes(tmp_path)
     module_args = {"namespace": "ns", "kubeconfig": str(tmp_path / "kubeconfig"), "kinds": ["nosuchkinds"]}
     tools = {"binary": str(tmp_path / "helm"), "kubectl": str(tmp_path / "kubectl")}
     output = run_helm_releases(tmp_path, {**module_args, **tools}, check=False)
