@@ -7,6 +7,9 @@
   host (an empty cluster), against a raw `pgbackrest restore` into an emptied data directory
   (stop, restore, start, wait until it accepts connections) and `pg_restore -j2`.
 
+The backups run in turn for five rounds and the restores for three; each figure is the median
+of its rounds (every run is kept in the results file).
+
 It uses the two hosts of the Molecule scenario `pgbackrest` (create, prepare, converge,
 then destroy at the end unless --keep): the db host runs PostgreSQL on 57432, the backup
 host holds the repository. pgbench's tables go into the `openpolicy` database, readable by the
@@ -32,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -137,9 +141,12 @@ ONTO_DB = "restore: restore.yml onto the db host (--delta)"
 ONTO_SCRATCH = "restore: restore.yml onto the scratch host (empty)"
 
 
-# Five rounds: on this shared machine the same backup moves by up to two seconds from one run to
-# the next (one incremental took 2.7 to 4.9 s), as much as the 2 s the toolkit may add.
+# Five rounds of backups, three of restores: on this shared machine the same backup moves by up
+# to two seconds from one run to the next (one incremental took 2.7 to 4.9 s), as much as the 2 s
+# the toolkit may add; one raw restore took 6.5 s in one run and 8.2 s in the next, which moved
+# the scratch host's margin from +5.3 to +3.1 s while restore.yml itself took 11.7 and 11.3 s.
 BACKUP_ROUNDS = 5
+RESTORE_ROUNDS = 3
 STATE = f"/var/lib/openpolicy/backup/{STANZA}.json"
 
 
@@ -154,23 +161,25 @@ def check_manifest(label: str) -> None:
                  "(manifest_error in the run's log line says why)")  # fmt: skip
 
 
-def measure_backups(figures: dict[str, float], inside: dict[str, float], runs: dict[str, list[float]]) -> None:
-    """Raw, the timer's unit, backup.yml, in turn for BACKUP_ROUNDS rounds, and the median of
-    each; inside: the median of pgBackRest's own start to stop of each."""
-    steps: dict[str, Callable[[], object]] = {
-        RAW_BACKUP: lambda: podman(BACKUP, f"pgbackrest --stanza={STANZA} --type=full backup", user="pgbackrest"),
-        # The unit the full backup timer starts (Type=oneshot: returns when the run ends).
-        RUNNER: lambda: podman(BACKUP, "systemctl start openpolicy-backup-full.service"),
-        BACKUP_YML: lambda: playbook("backup.yml", "-e", "type=full"),
-    }
+class Step(NamedTuple):
+    action: Callable[[], object]
+    # pgBackRest's own part of the run, from the run's output; called after the run's timing.
+    inside: Callable[[object], float]
+    # Untimed, before each run.
+    before: Callable[[], object] = lambda: None
+
+
+def measure_rounds(steps: dict[str, Step], rounds: int, figures: dict[str, float], inside: dict[str, float],
+                   runs: dict[str, list[float]]) -> None:  # fmt: skip
+    """The steps in turn for the rounds (so that the machine's load falls on each alike), and the
+    median of each step's runs and of pgBackRest's part in them."""
     within: dict[str, list[float]] = {label: [] for label in steps}
-    for _ in range(BACKUP_ROUNDS):
-        for label, action in steps.items():
-            timed(label, figures, action)
+    for _ in range(rounds):
+        for label, step in steps.items():
+            step.before()
+            output = timed(label, figures, step.action)
             runs.setdefault(label, []).append(round(figures[label], 2))
-            within[label].append(last_backup_seconds())
-            if label != RAW_BACKUP:
-                check_manifest(label)
+            within[label].append(step.inside(output))
     for label in steps:
         figures[label] = statistics.median(runs[label])
         inside[label] = statistics.median(within[label])
@@ -178,17 +187,42 @@ def measure_backups(figures: dict[str, float], inside: dict[str, float], runs: d
         print(f"{label:<52} {figures[label]:7.1f} s (median of {each})", flush=True)
 
 
-def measure_restores(figures: dict[str, float], inside: dict[str, float]) -> None:
+def backup_steps() -> dict[str, Step]:
+    """Raw, the timer's unit, backup.yml; inside: pgBackRest's own start to stop of the backup."""
+
+    def checked(label: str) -> Callable[[object], float]:
+        def inside(_output: object) -> float:
+            check_manifest(label)
+            return last_backup_seconds()
+
+        return inside
+
+    return {
+        RAW_BACKUP: Step(
+            lambda: podman(BACKUP, f"pgbackrest --stanza={STANZA} --type=full backup", user="pgbackrest"),
+            lambda _output: last_backup_seconds(),
+        ),
+        # The unit the full backup timer starts (Type=oneshot: returns when the run ends).
+        RUNNER: Step(lambda: podman(BACKUP, "systemctl start openpolicy-backup-full.service"), checked(RUNNER)),
+        BACKUP_YML: Step(lambda: playbook("backup.yml", "-e", "type=full"), checked(BACKUP_YML)),
+    }
+
+
+def restore_steps(figures: dict[str, float]) -> dict[str, Step]:
     """Raw, restore.yml onto the db host and onto an empty scratch host; inside: stop to accepting."""
-    timed(RAW_RESTORE, figures, raw_restore)
-    inside[RAW_RESTORE] = figures[RAW_RESTORE]
-    output = timed(ONTO_DB, figures, lambda: playbook("restore.yml", "-e", json.dumps({"restore_host": DB})))
-    inside[ONTO_DB] = stopped_to_accepting(str(output))
-    # Empty as a drill finds it (the drill drops its copy): the restore registers the cluster.
-    podman(BACKUP, "pg_dropcluster 15 restore --stop 2>/dev/null || true")
-    output = timed(ONTO_SCRATCH, figures, lambda: playbook(
-        "restore.yml", "-e", json.dumps({"restore_host": BACKUP})))  # fmt: skip
-    inside[ONTO_SCRATCH] = stopped_to_accepting(str(output))
+    return {
+        RAW_RESTORE: Step(raw_restore, lambda _output: figures[RAW_RESTORE]),
+        ONTO_DB: Step(
+            lambda: playbook("restore.yml", "-e", json.dumps({"restore_host": DB})),
+            lambda output: stopped_to_accepting(str(output)),
+        ),
+        ONTO_SCRATCH: Step(
+            lambda: playbook("restore.yml", "-e", json.dumps({"restore_host": BACKUP})),
+            lambda output: stopped_to_accepting(str(output)),
+            # Empty as a drill finds it (the drill drops its copy): the restore registers the cluster.
+            before=lambda: podman(BACKUP, "pg_dropcluster 15 restore --stop 2>/dev/null || true"),
+        ),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,11 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # within one run (this machine's load moves the raw figures by tens of seconds).
         inside: dict[str, float] = {}
         backup_runs: dict[str, list[float]] = {}
-        measure_backups(figures, inside, backup_runs)
+        measure_rounds(backup_steps(), BACKUP_ROUNDS, figures, inside, backup_runs)
         timed("backup: pg_dump -Fc", figures, lambda: podman(
             DB, f"pg_dump -Fc -p {PORT} -f /tmp/bench.dump openpolicy", user="postgres"))  # fmt: skip
 
-        measure_restores(figures, inside)
+        restore_runs: dict[str, list[float]] = {}
+        measure_rounds(restore_steps(figures), RESTORE_ROUNDS, figures, inside, restore_runs)
         podman(DB, f"dropdb --if-exists -p {PORT} bench_restore && createdb -p {PORT} bench_restore", user="postgres")
         timed("restore: pg_restore -j2", figures, lambda: podman(
             DB, f"pg_restore -j2 -p {PORT} -d bench_restore /tmp/bench.dump", user="postgres"))  # fmt: skip
@@ -269,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pgbackrest_inside_s": {label: round(value, 2) for label, value in inside.items()},
             "toolkit_share_s": {label: round(value, 2) for label, value in shares.items()},
             "backup_runs_s": backup_runs,
+            "restore_runs_s": restore_runs,
         },
         notes=f"pgbench scale {args.scale}; the db and backup hosts are podman containers (podman connection) on "
         "the same 2-core machine as the other helpers' runs: see load_average_1m; pgBackRest's time inside "

@@ -3,6 +3,12 @@ release in flight naming the cluster, the control plane is restarted the documen
 (provision_cluster.yml, what `make up` runs), and the next deploy.yml returns the releases left
 pending-upgrade to their last deployed revision by itself, converges, and a rerun is changed=0.
 
+The two releases in flight wait in the two places a Helm waits: policy-service on its Deployment
+(Helm's watch of it fails when the server goes), auth-service on its migration hook (Helm waits
+there until its timeout: the deploy's own watch of the pods stops it once the server has not
+answered for the failure grace). Pods that cannot be scheduled hold both, not pods that crash:
+those the deploy stops by itself after the same grace.
+
 The tests build on each other in file order; two core-tier services keep the module lean.
 """
 
@@ -25,8 +31,16 @@ pytestmark = pytest.mark.cluster
 NAMESPACE = "openpolicy-e2e-interrupted"
 CONTEXT = "kwok-openpolicy-e2e"
 SERVICES = ("auth-service", "policy-service")
-# Pods that never become Ready hold both upgrades in Helm's wait (pending-upgrade) until the kill.
-HELD = {service: {"podLabels": {"openpolicy.dev/simulate": "crashloop"}} for service in SERVICES}
+# No simulated node has this label: the pods stay Pending, which no grace counts as failing.
+UNSCHEDULABLE = {"nodeSelector": {"openpolicy.dev/no-such-node": "true"}}
+HELD = {
+    "auth-service": UNSCHEDULABLE,  # its migration Job's pod: Helm waits on the hook
+    "policy-service": {**UNSCHEDULABLE, "migration": {"enabled": False}},  # Helm waits on the Deployment
+}
+# Seconds the API server may not answer before the deploy stops the Helm waiting on the hook;
+# Helm's own timeout is far beyond it.
+GRACE = 5
+TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +71,10 @@ def kill_the_api_server(cluster_vars: dict) -> int:
 def interrupted(env: DeployEnv, cluster_vars: dict) -> dict:
     """A deploy whose two upgrades are in Helm's wait when kube-apiserver is SIGKILLed."""
     runs: list = []
-    # failure_grace 0: the deploy does not stop the upgrades whose pods cannot start (what it does
-    # by default, test_deploy.py): they stay in Helm's wait until the kill.
     held = {
         "services": ",".join(SERVICES),
-        "service_releases_timeout": 120,
-        "service_releases_failure_grace": 0,
+        "service_releases_timeout": TIMEOUT,
+        "service_releases_failure_grace": GRACE,
         "service_releases_values_overrides": HELD,
     }
     deploy = threading.Thread(target=lambda: runs.append(env.deploy(**held)), daemon=True)
@@ -91,6 +103,13 @@ def test_the_interrupted_run_names_the_cluster_and_each_service_in_flight(interr
     assert "Failure when executing Helm command" not in result.stdout + result.stderr, output(result)
     assert "dial tcp" not in "\n".join(messages), messages
     print(f"\nthe interrupted deploy ended {interrupted['ended_after']:.0f} s after the kill")
+
+
+def test_the_helm_waiting_on_a_hook_is_stopped_before_its_timeout(interrupted: dict):
+    # Without the deploy's stop, auth-service's Helm waited on its hook for the whole timeout
+    # (a deploy ended 145 s after the kill, with a 120 s timeout): the run ends a few seconds
+    # after the grace, far from the timeout.
+    assert interrupted["ended_after"] < TIMEOUT / 2, f"ended {interrupted['ended_after']:.0f} s after the kill"
 
 
 @pytest.fixture(scope="module")
