@@ -113,6 +113,10 @@ def test_repository_is_encrypted() -> None:
     assert podman(BACKUP, "stat -c '%U %a' /etc/pgbackrest/pgbackrest.conf").stdout.strip() == "pgbackrest 640"
 
 
+# The restore plan's warning when the primary's current WAL did not reach the repository.
+NOT_PUSHED = "did not reach the repository"
+
+
 def test_point_in_time_restore_returns_exactly_the_rows_before_t() -> None:
     # Tables of a service schema, made by the service's role as a service would: the reporting
     # role reads them through default privileges, so backups keep their row-count manifest.
@@ -127,6 +131,8 @@ def test_point_in_time_restore_returns_exactly_the_rows_before_t() -> None:
     result = playbook("restore.yml", "-e", json.dumps({"target_time": target, "restore_host": DB}))
     print(f"restore.yml to {target}: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout[-4000:]
+    # The plan pushed the primary's current WAL (a warning otherwise, and the restore goes on).
+    assert NOT_PUSHED not in result.stdout, result.stdout[-4000:]
     assert sql("select count(*), max(id) from auth.pitr") == "100|100"
     assert sql("select pg_is_in_recovery()") == "f"
     # Back to a fresh full backup on the new timeline, as the runbook says after a restore.
@@ -286,6 +292,7 @@ def test_restore_drill_passes_and_records_metrics() -> None:
     result = playbook("restore_drill.yml")
     print(f"restore_drill.yml: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, result.stdout[-4000:]
+    assert NOT_PUSHED not in result.stdout, result.stdout[-4000:]
     samples = metrics(BACKUP, f"openpolicy_restore_drill_{STANZA}.prom")
     assert samples[f'openpolicy_restore_drill_last_run_success{{stanza="{STANZA}"}}'] == 1
     assert 0 < samples[f'openpolicy_restore_drill_restore_duration_seconds{{stanza="{STANZA}"}}'] < 300
