@@ -59,6 +59,12 @@ def pending(env: DeployEnv) -> set[str]:
     return {name for name, entries in env.history().items() if entries[-1][1].startswith("pending-")}
 
 
+def migration_jobs(env: DeployEnv) -> set[str]:
+    """The uids of auth-service's migration Jobs (the cold deploy's stays: before-hook-creation)."""
+    jobs = env.kube.json("get", "jobs", "-n", NAMESPACE)["items"]
+    return {job["metadata"]["uid"] for job in jobs if job["metadata"]["name"] == "auth-service-migration"}
+
+
 def kill_the_api_server(cluster_vars: dict) -> int:
     pid_files = list(Path(cluster_vars["k8s_cluster_workdir"]).rglob("pids/kube-apiserver.pid"))
     assert len(pid_files) == 1, pid_files
@@ -77,10 +83,13 @@ def interrupted(env: DeployEnv, cluster_vars: dict) -> dict:
         "service_releases_failure_grace": GRACE,
         "service_releases_values_overrides": HELD,
     }
+    before = migration_jobs(env)
     deploy = threading.Thread(target=lambda: runs.append(env.deploy(**held)), daemon=True)
     deploy.start()
     deadline = time.monotonic() + 300
-    while pending(env) != set(SERVICES):
+    # Both pending, and auth-service's new migration Job created: its Helm waits on the hook (a
+    # kill before that Job would fail its Helm's create at once, not test the deploy's stop).
+    while pending(env) != set(SERVICES) or not migration_jobs(env) - before:
         assert deploy.is_alive() and time.monotonic() < deadline, "the upgrades never reached Helm's wait"
         time.sleep(0.5)
     kill_the_api_server(cluster_vars)
