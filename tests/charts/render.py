@@ -13,11 +13,15 @@ test stand-ins for what an inventory would set (image version, database addresse
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,18 +105,34 @@ def namespace(environment: str) -> str:
     return catalog()["platform"]["namespace_pattern"].format(env=environment)
 
 
+# `helm dependency build` vendors into a tmpcharts-<pid> folder inside the chart and removes it;
+# a `helm template` of the same chart in another pytest-xdist worker that lists the chart's files
+# meanwhile fails on it ("lstat charts/openpolicy-service/tmpcharts-6412: no such file or
+# directory", once in a make test-quick). Builds take this checkout's lock exclusively, renders
+# shared: renders still run side by side.
+CHARTS_LOCK = Path(tempfile.gettempdir()) / f"openpolicy-charts-{hashlib.sha256(bytes(CHARTS)).hexdigest()[:12]}.lock"
+
+
+@contextlib.contextmanager
+def charts_locked(exclusive: bool) -> Iterator[None]:
+    with CHARTS_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 @functools.cache
 def build_dependencies() -> None:
     """`helm dependency build` for the app charts (vendors openpolicy-common; offline)."""
-    for chart in APP_CHARTS:
-        run = subprocess.run(
-            [helm_binary(), "dependency", "build", "--skip-refresh", str(chart)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if run.returncode != 0:
-            raise HelmError(f"helm dependency build {chart.name}: {run.stderr.strip()}")
+    with charts_locked(exclusive=True):
+        for chart in APP_CHARTS:
+            run = subprocess.run(
+                [helm_binary(), "dependency", "build", "--skip-refresh", str(chart)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if run.returncode != 0:
+                raise HelmError(f"helm dependency build {chart.name}: {run.stderr.strip()}")
 
 
 def helm_template(
@@ -136,7 +156,8 @@ def helm_template(
         for path in values_files:
             command += ["--values", str(path)]
         command += ["--values", handle.name]
-        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        with charts_locked(exclusive=False):
+            run = subprocess.run(command, capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise HelmError(run.stderr.strip())
     return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
