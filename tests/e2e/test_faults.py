@@ -4,8 +4,9 @@ module's own (sshd 52231/52232, PostgreSQL 59532, Redis 59479, pgBackRest TLS 59
 Redis users, logging in with the passwords of the environment's vault.
 
 The tests of this module build on each other in file order: killed backup, drill without its
-manifest, then a hard crash of the db host under a stream of inserts, the host lost with its
-disk and rebuilt by the documented path (docs/runbooks/restore.md), then Redis.
+manifest, restore.yml onto the scratch host, then a hard crash of the db host under a stream of
+inserts, the host lost with its disk and rebuilt by the documented path
+(docs/runbooks/restore.md), then Redis.
 """
 
 from __future__ import annotations
@@ -257,6 +258,26 @@ def test_a_drill_without_its_manifest_fails_and_is_recorded(provisioned: FaultsE
     assert f"no row-count manifest for backup {label}" in result.said, output(result)
     drill = on(BACKUP_HOST, "cat", f"{TEXTFILE}/openpolicy_restore_drill_{STANZA}.prom").stdout
     assert f'openpolicy_restore_drill_last_run_success{{stanza="{STANZA}"}} 0' in drill
+
+
+def test_restore_yml_onto_the_scratch_host_over_ssh_brings_back_the_last_rows(provisioned: FaultsEnv):
+    """restore.yml end to end over SSH: the plan asks the db host for its primary with one raw
+    psql under a terminal (where psql once paged its one line to `more`, which waited for ever),
+    pushes the primary's current WAL, and the copy on the scratch host has the rows committed
+    just before the run."""
+    made = provisioned.sql("auth", "create table auth.scratch_probe as select generate_series(1, 321) id")
+    assert made.returncode == 0, made.stderr
+    scratch_port = str(provisioned.host_vars["pgbackrest_scratch_port"])
+    try:
+        result = provisioned.play("restore.yml", restore_host=BACKUP_HOST)
+        assert result.returncode == 0, output(result)
+        assert "did not reach the repository" not in result.said, output(result)
+        count = on(BACKUP_HOST, "runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-p", scratch_port,
+                   "-d", "openpolicy", "-c", "select count(*) from auth.scratch_probe")  # fmt: skip
+        assert count.stdout.strip() == "321"
+    finally:
+        on(BACKUP_HOST, "pg_dropcluster", "--stop", "15", "restore", check=False)
+        provisioned.sql("auth", "drop table if exists auth.scratch_probe")
 
 
 @pytest.fixture(scope="module")
