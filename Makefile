@@ -65,7 +65,9 @@ SITE_CALLBACKS := ansible.posix.profile_roles,ansible.posix.timer
 up: images ## bring up the whole platform on the local default (cluster + podman hosts + site.yml)
 	ANSIBLE_CALLBACKS_ENABLED=$(SITE_CALLBACKS) ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
-down: $(VAULT_PASSWORD_FILE) ## stop the local environment and remove its state
+# The toolchain first (seconds when warm): a clone that never ran `make up` has no ansible-playbook
+# of its own, and its `make down` stopped at "command not found".
+down: bootstrap ## stop the local environment and remove its state
 	ansible-playbook -i $(INVENTORY) playbooks/teardown_local.yml
 
 status: ## show the local environment: cluster, nodes, podman hosts
