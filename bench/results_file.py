@@ -10,19 +10,37 @@ import datetime
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+# The same machine ran the same deploy code 10.0 s cold one day and 11.7 s two days later, the
+# sequential helm loop 20.3 and 21.8 s: the CPU-bound deploy slowed more than the loop, which
+# mostly waits. A fixed pure-Python loop, timed when the figures are written, tells a reader
+# how fast one core was then (lower is faster).
+CALIBRATION_ITERATIONS = 10_000_000
+
+
+def single_core_seconds() -> float:
+    """Seconds one core takes to sum CALIBRATION_ITERATIONS integers in a Python loop."""
+    started = time.perf_counter()
+    total = 0
+    for number in range(CALIBRATION_ITERATIONS):
+        total += number
+    return round(time.perf_counter() - started, 3)
+
+
 def machine() -> dict:
-    """What the figures depend on: cores, memory, the load when the run started."""
+    """What the figures depend on: cores, memory, the load and one core's speed when written."""
     with open("/proc/meminfo") as handle:
         total_kib = int(handle.readline().split()[1])
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(total_kib / 1024 / 1024, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "single_core_loop_s": single_core_seconds(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
