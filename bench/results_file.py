@@ -16,8 +16,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-# The same machine ran the same deploy code 10.0 s cold one day and 11.7 s two days later, the
-# sequential helm loop 20.3 and 21.8 s: the CPU-bound deploy slowed more than the loop, which
+# The same machine ran the same deploy code 10.0 s cold one evening and 11.7 s five hours later,
+# the sequential helm loop 20.3 and 21.8 s: the CPU-bound deploy slowed more than the loop, which
 # mostly waits. A fixed pure-Python loop, timed when the figures are written, tells a reader
 # how fast one core was then (lower is faster).
 CALIBRATION_ITERATIONS = 10_000_000
