@@ -4,9 +4,9 @@ module's own (sshd 52231/52232, PostgreSQL 59532, Redis 59479, pgBackRest TLS 59
 Redis users, logging in with the passwords of the environment's vault.
 
 The tests of this module build on each other in file order: killed backup, drill without its
-manifest, restore.yml onto the scratch host, then a hard crash of the db host under a stream of
-inserts, the host lost with its disk and rebuilt by the documented path
-(docs/runbooks/restore.md), then Redis.
+manifest, restore.yml onto the scratch host and onto the db host to a time, then a hard crash
+of the db host under a stream of inserts, the host lost with its disk and rebuilt by the
+documented path (docs/runbooks/restore.md), then Redis.
 """
 
 from __future__ import annotations
@@ -278,6 +278,33 @@ def test_restore_yml_onto_the_scratch_host_over_ssh_brings_back_the_last_rows(pr
     finally:
         on(BACKUP_HOST, "pg_dropcluster", "--stop", "15", "restore", check=False)
         provisioned.sql("auth", "drop table if exists auth.scratch_probe")
+
+
+def test_restore_yml_in_place_over_ssh_returns_the_db_host_to_a_point_in_time(provisioned: FaultsEnv):
+    """restore.yml onto the db host itself over SSH, to a time: the server is stopped, restored
+    with --delta and started under raw's terminal, and comes back as the primary with exactly
+    the rows committed before that time. A full backup follows, as the runbook says after a
+    restore (the crash tests below restore from the newest)."""
+
+    def auth(statement: str) -> str:
+        result = provisioned.sql("auth", statement)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    auth("create table auth.in_place_probe (id int primary key)")
+    auth("insert into auth.in_place_probe select generate_series(1, 100)")
+    time.sleep(1.5)
+    target = auth("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')") + "+00"
+    time.sleep(1.5)
+    auth("insert into auth.in_place_probe select generate_series(101, 150)")
+    result = provisioned.play("restore.yml", target_time=target)
+    assert result.returncode == 0, output(result)
+    assert "did not reach the repository" not in result.said, output(result)
+    assert auth("select count(*), max(id) from auth.in_place_probe") == "100|100"
+    assert auth("select pg_is_in_recovery()") == "f"
+    backup = provisioned.play("backup.yml", type="full")
+    assert backup.returncode == 0, output(backup)
+    auth("drop table auth.in_place_probe")
 
 
 @pytest.fixture(scope="module")
