@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The restore plan's warning when the primary's current WAL did not reach the repository
+# (roles/pgbackrest/tasks/restore_plan.yml): the restore then goes on to the end of the archive.
+WAL_NOT_PUSHED = "did not reach the repository"
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)",

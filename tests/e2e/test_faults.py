@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_secrets import SecretsEnv, output, vault_env
+from tests.helpers import WAL_NOT_PUSHED
 
 pytestmark = pytest.mark.podman
 
@@ -180,6 +181,13 @@ def data_loss(env: FaultsEnv, acknowledged: list[tuple[int, float]]) -> tuple[li
     return missing, max(acked.values()) - rows[newest], len(rows)
 
 
+def as_auth(env: FaultsEnv, statement: str) -> str:
+    """A statement as auth-service's role that must succeed; its output, stripped."""
+    result = env.sql("auth", statement)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     faults = FaultsEnv(tmp_path_factory.mktemp("faults-env"))
@@ -265,13 +273,12 @@ def test_restore_yml_onto_the_scratch_host_over_ssh_brings_back_the_last_rows(pr
     psql under a terminal (where psql once paged its one line to `more`, which waited for ever),
     pushes the primary's current WAL, and the copy on the scratch host has the rows committed
     just before the run."""
-    made = provisioned.sql("auth", "create table auth.scratch_probe as select generate_series(1, 321) id")
-    assert made.returncode == 0, made.stderr
+    as_auth(provisioned, "create table auth.scratch_probe as select generate_series(1, 321) id")
     scratch_port = str(provisioned.host_vars["pgbackrest_scratch_port"])
     try:
         result = provisioned.play("restore.yml", restore_host=BACKUP_HOST)
         assert result.returncode == 0, output(result)
-        assert "did not reach the repository" not in result.said, output(result)
+        assert WAL_NOT_PUSHED not in result.said, output(result)
         count = on(BACKUP_HOST, "runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-p", scratch_port,
                    "-d", "openpolicy", "-c", "select count(*) from auth.scratch_probe")  # fmt: skip
         assert count.stdout.strip() == "321"
@@ -285,26 +292,21 @@ def test_restore_yml_in_place_over_ssh_returns_the_db_host_to_a_point_in_time(pr
     with --delta and started under raw's terminal, and comes back as the primary with exactly
     the rows committed before that time. A full backup follows, as the runbook says after a
     restore (the crash tests below restore from the newest)."""
-
-    def auth(statement: str) -> str:
-        result = provisioned.sql("auth", statement)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
-
-    auth("create table auth.in_place_probe (id int primary key)")
-    auth("insert into auth.in_place_probe select generate_series(1, 100)")
+    as_auth(provisioned, "create table auth.in_place_probe (id int primary key)")
+    as_auth(provisioned, "insert into auth.in_place_probe select generate_series(1, 100)")
     time.sleep(1.5)
-    target = auth("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')") + "+00"
+    now = "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    target = as_auth(provisioned, now) + "+00"
     time.sleep(1.5)
-    auth("insert into auth.in_place_probe select generate_series(101, 150)")
+    as_auth(provisioned, "insert into auth.in_place_probe select generate_series(101, 150)")
     result = provisioned.play("restore.yml", target_time=target)
     assert result.returncode == 0, output(result)
-    assert "did not reach the repository" not in result.said, output(result)
-    assert auth("select count(*), max(id) from auth.in_place_probe") == "100|100"
-    assert auth("select pg_is_in_recovery()") == "f"
+    assert WAL_NOT_PUSHED not in result.said, output(result)
+    assert as_auth(provisioned, "select count(*), max(id) from auth.in_place_probe") == "100|100"
+    assert as_auth(provisioned, "select pg_is_in_recovery()") == "f"
     backup = provisioned.play("backup.yml", type="full")
     assert backup.returncode == 0, output(backup)
-    auth("drop table auth.in_place_probe")
+    as_auth(provisioned, "drop table auth.in_place_probe")
 
 
 @pytest.fixture(scope="module")
