@@ -175,15 +175,29 @@ def previous_revision(release_: dict) -> int:
     return 0
 
 
+HELM_ERROR_CHARS = 300
+
+
+def helm_error(output: str, limit: int = HELM_ERROR_CHARS) -> str:
+    """Helm's own error out of its stderr, on one line: from its last "Error: " on, since the
+    lines before are its log (a hook's failure first says it could not stream the hook pod's
+    logs, which took the whole line and cut off the resource and why it failed)."""
+    text = " ".join(output.split())
+    start = text.rfind("Error: ")
+    if start >= 0:
+        text = text[start + len("Error: ") :]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def failed_upgrade(service: str, release_: dict | None, detail: str = "", stopped: str = "") -> str:
     """The one line a failed upgrade ends with: "service X: revision N failed, revision M is
-    serving (how it got there): why N failed". ``detail`` (Helm's error) stands in for the
-    reason when the history has no failed revision; ``stopped`` (why the deploy's watch stopped
-    the upgrade: its pods could not start) is the reason when given."""
+    serving (how it got there): why N failed". ``detail`` (Helm's stderr: its error is kept)
+    stands in for the reason when the history has no failed revision; ``stopped`` (why the
+    deploy's watch stopped the upgrade: its pods could not start) is the reason when given."""
     history = (release_ or {}).get("history") or []
     failed = [e for e in history if e["status"] == "failed"]
     deployed = (release_ or {}).get("deployed")
-    why = " ".join((stopped or (failed[-1].get("description", "") if failed else detail)).split())
+    why = " ".join((stopped or (failed[-1].get("description", "") if failed else helm_error(detail))).split())
     failed_text = f"revision {failed[-1]['revision']} failed" if failed else "the upgrade failed"
     if deployed:
         how = f" ({deployed['description']})" if deployed.get("description") else ""

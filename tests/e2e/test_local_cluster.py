@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
-from tests.helpers import Kube, recap, run_playbook
+from tests.helpers import Kube, recap, run_playbook, toolchain_env
 
 SIMULATE = "openpolicy.dev/simulate"
 
@@ -193,3 +195,45 @@ def test_cluster_scales_to_a_hundred_nodes_and_back(kube: Kube, cluster_vars: di
     assert back.returncode == 0, back.stdout[-3000:]
     names = kube.run("get", "nodes", "-l", "openpolicy.dev/simulated-node=true", "-o", "name").stdout.split()
     assert len(names) == cluster_vars["k8s_cluster_nodes"]
+
+
+def test_make_up_on_a_stopped_cluster_runs_pods_at_once(tmp_path: Path):
+    """A cluster stopped (a reboot, `kwokctl stop cluster`) and brought up again: the kwok
+    controller that starts holds every node's lease before the role returns, so a Job created
+    right after completes in seconds. The stopped controller's leases used to keep every pod
+    Pending for minutes, and a deploy right after `make up` failed its migration hooks.
+    A cluster of its own: the other modules' cluster is never stopped."""
+    name = "openpolicy-e2e-restart"
+    cluster = {
+        "k8s_cluster_name": name,
+        "k8s_cluster_workdir": str(tmp_path / "cluster"),
+        "k8s_cluster_kubeconfig": str(tmp_path / "kubeconfig"),
+        "k8s_cluster_nodes": 2,
+        "secrets_vault_file": str(tmp_path / "vault.yml"),
+    }
+    created = run_playbook("provision_cluster.yml", extra_vars=cluster)
+    assert created.returncode == 0, created.stdout[-3000:]
+    try:
+        subprocess.run(
+            ["kwokctl", "--name", name, "stop", "cluster"],
+            env=toolchain_env(KWOK_WORKDIR=cluster["k8s_cluster_workdir"]),
+            check=True,
+            capture_output=True,
+        )
+        again = run_playbook("provision_cluster.yml", extra_vars=cluster)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert recap(again)["localhost"]["changed"] == 1, "the stopped cluster must be reported as started"
+        kube = Kube(Path(cluster["k8s_cluster_kubeconfig"]), f"kwok-{name}")
+        # Leases of 40 s, renewed every 10 s: kwokctl's own 200 s is replaced on the command line.
+        leases = kube.json("get", "leases", "-n", "kube-node-lease")["items"]
+        assert {lease["spec"]["leaseDurationSeconds"] for lease in leases} == {40}
+        kube.apply(job("after-restart"), namespace="default")
+        # A Job here completes in a second or two; the stopped controller's leases held its pod
+        # Pending for up to four minutes (200 s leases, tried every 50 s).
+        condition = kube.wait_for(
+            lambda: job_condition(kube, "default", "after-restart"), timeout=60, what="the Job to end after the restart"
+        )
+        assert condition == "Complete"
+    finally:
+        down = run_playbook("teardown_local.yml", extra_vars={**cluster, "podman_hosts_groups": []})
+        assert down.returncode == 0, down.stdout[-3000:]

@@ -100,6 +100,27 @@ def test_failed_upgrade_names_failed_and_serving_revision():
     assert "no revision is serving" in release_state.failed_upgrade("auth-service", None, "timed out")
 
 
+def test_a_failed_first_install_names_the_hook_resource_from_helms_error():
+    """Helm 4's stderr when a migration hook never completes (its pod stayed Pending): the log
+    line before its error used to take the whole message and cut off the Job and why."""
+    stderr = (
+        'level=INFO msg="error outputting logs for hook failure: failed to stream pod logs for pod: '
+        'etl-service-migration-fcgnq, container: migration"\n'
+        "Error: release etl-service failed, and has been uninstalled due to rollback-on-failure being set: "
+        "failed pre-install: resource Job/s42/etl-service-migration not ready. status: InProgress, "
+        "message: Job in progress\ncontext deadline exceeded\n"
+    )
+    line = release_state.failed_upgrade("etl-service", None, stderr)
+    assert line == (
+        "service etl-service: the upgrade failed, no revision is serving (the first install was removed): "
+        "release etl-service failed, and has been uninstalled due to rollback-on-failure being set: "
+        "failed pre-install: resource Job/s42/etl-service-migration not ready. status: InProgress, "
+        "message: Job in progress context deadline exceeded"
+    )
+    assert release_state.helm_error("x" * 400).endswith("...")
+    assert len(release_state.helm_error("x" * 400)) == release_state.HELM_ERROR_CHARS
+
+
 def test_previous_revision_skips_failed_and_same_content():
     releases = history(
         (1, "superseded", "1.3.0"),

@@ -37,6 +37,7 @@ import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 STAGES_DIR = Path(__file__).resolve().parent / "kwok-stages"
@@ -51,6 +52,16 @@ NODE_READINESS = (
     "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}"
 )
 MAX_NODES = 1000
+# kwok simulates the pods of a node only while it holds the node's Lease (kube-node-lease).
+# kwokctl's own 200 s lease meant that a restarted kwok controller (a new holder) waited up to
+# 200 s for the stopped one's leases to expire, trying again every 50 s: every pod stayed
+# Pending meanwhile, and a deploy right after `make up` on a stopped cluster failed its
+# migration hooks at Helm's timeout. At 40 s (a kubelet's) it tries every 10 s. The
+# controller-manager's grace before it marks a node NotReady stays kwokctl's 200 s, so a
+# busy machine that delays a renewal does not lose its nodes.
+NODE_LEASE_SECONDS = 40
+# One line per Lease of kube-node-lease: its name and when its holder last renewed it.
+LEASE_RENEWALS = "jsonpath={range .items[*]}{.metadata.name} {.spec.renewTime}{'\\n'}{end}"
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 # The default kwok stages this cluster uses (from the kwok module, copied by the bootstrap),
 # and the simulation value each must leave to the project's failure stages.
@@ -195,8 +206,18 @@ def kwokctl_config(chain: Toolchain) -> list[dict]:
         # makes the component exit, and kwokctl's binary runtime does not restart it: Jobs
         # then never complete and new namespaces get no default ServiceAccount.
         "componentsPatches": [
-            {"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
-            for name in ("kube-controller-manager", "kube-scheduler")
+            *(
+                {"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+                for name in ("kube-controller-manager", "kube-scheduler")
+            ),
+            # kwokctl 0.8 ignores its own nodeLeaseDurationSeconds (the option and the flag):
+            # the argument is replaced on the controller's command line instead.
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "node-lease-duration-seconds", "value": str(NODE_LEASE_SECONDS), "override": True}
+                ],
+            },
         ],
     }
     return [config, *stages(chain)]
@@ -324,8 +345,10 @@ class Cluster:
         if nodes_ready is None and not self.running():
             with ports_of_one_cluster_at_a_time():
                 if self.exists():
+                    started_at = time.time()
                     self.kwokctl("start", "cluster", "--wait", "5m")
                     changed.append("started")
+                    self.take_over_node_leases(started_at)
                 else:
                     config = self.workdir / f"{self.name}.kwokctl.yaml"
                     config.write_text("\n---\n".join(json.dumps(doc) for doc in kwokctl_config(self.chain)) + "\n")
@@ -379,6 +402,42 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"only {ready} of {wanted} nodes Ready after {timeout:.0f}s")
             time.sleep(1)
+
+    def take_over_node_leases(self, started_at: float, timeout: float = 120) -> None:
+        """After a restart, until the new kwok controller holds every node's Lease.
+
+        The leases still name the stopped controller and count as held until they expire; until
+        the new one holds a node's lease, that node's pods stay Pending. Those renewed before the
+        start are deleted, and the new controller creates its own at its next try.
+        """
+        renewed = self.lease_renewals()
+        stale = sorted(name for name, when in renewed.items() if when < started_at)
+        if stale:
+            self.kubectl("delete", "lease", "--namespace", "kube-node-lease", "--ignore-not-found", *stale)
+        nodes = set(self.node_readiness())
+        deadline = time.monotonic() + timeout
+        while True:
+            renewed = self.lease_renewals()
+            waiting = sorted(name for name in nodes if renewed.get(name, 0.0) < started_at)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the kwok controller did not take over the leases of {', '.join(waiting)} within "
+                    f"{timeout:.0f}s of the restart: their pods would stay Pending "
+                    f"(see {self.workdir / 'clusters' / self.name / 'logs' / 'kwok-controller.log'})"
+                )
+            time.sleep(0.5)
+
+    def lease_renewals(self) -> dict[str, float]:
+        """Each node Lease by name, and when it was last renewed (epoch seconds; 0 if never)."""
+        out = self.kubectl("get", "leases", "--namespace", "kube-node-lease", "-o", LEASE_RENEWALS).stdout
+        renewals = {}
+        for line in out.splitlines():
+            name, _, when = line.strip().partition(" ")
+            if name:
+                renewals[name] = datetime.fromisoformat(when).timestamp() if when else 0.0
+        return renewals
 
     def node_readiness(self) -> dict[str, bool]:
         """Each simulated node by name, and whether it is Ready: one request."""
