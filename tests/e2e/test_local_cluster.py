@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -198,11 +200,12 @@ def test_cluster_scales_to_a_hundred_nodes_and_back(kube: Kube, cluster_vars: di
 
 
 def test_make_up_on_a_stopped_cluster_runs_pods_at_once(tmp_path: Path):
-    """A cluster stopped (a reboot, `kwokctl stop cluster`) and brought up again: the kwok
-    controller that starts holds every node's lease before the role returns, so a Job created
-    right after completes in seconds. The stopped controller's leases used to keep every pod
-    Pending for minutes, and a deploy right after `make up` failed its migration hooks.
-    A cluster of its own: the other modules' cluster is never stopped."""
+    """A cluster stopped (a reboot, `kwokctl stop cluster`), or whose API server alone was
+    killed, brought up again by the role: the kwok controller that starts holds every node's
+    lease before the role returns, so a Job created right after completes in seconds. The
+    stopped controller's leases used to keep every pod Pending for minutes, and a deploy right
+    after `make up` failed its migration hooks. A cluster of its own: the other modules' cluster
+    is never stopped."""
     name = "openpolicy-e2e-restart"
     cluster = {
         "k8s_cluster_name": name,
@@ -232,6 +235,18 @@ def test_make_up_on_a_stopped_cluster_runs_pods_at_once(tmp_path: Path):
         # Pending for up to four minutes (200 s leases, tried every 50 s).
         condition = kube.wait_for(
             lambda: job_condition(kube, "default", "after-restart"), timeout=60, what="the Job to end after the restart"
+        )
+        assert condition == "Complete"
+
+        # The API server alone killed (the rest still running): kwokctl's start left it down after
+        # a five-minute wait, and the role failed. It now restarts the whole control plane.
+        pids = Path(cluster["k8s_cluster_workdir"]) / "clusters" / name / "pids"
+        os.kill(int((pids / "kube-apiserver.pid").read_text()), signal.SIGKILL)
+        revived = run_playbook("provision_cluster.yml", extra_vars=cluster, timeout=240)
+        assert revived.returncode == 0, revived.stdout[-3000:]
+        kube.apply(job("after-api-server-killed"), namespace="default")
+        condition = kube.wait_for(
+            lambda: job_condition(kube, "default", "after-api-server-killed"), timeout=60, what="the second Job"
         )
         assert condition == "Complete"
     finally:

@@ -345,6 +345,10 @@ class Cluster:
         if nodes_ready is None and not self.running():
             with ports_of_one_cluster_at_a_time():
                 if self.exists():
+                    # kwokctl's start leaves running components as they are and does not bring
+                    # back one that died alone: a cluster whose API server was killed stayed
+                    # down after start's five-minute wait. What still runs is stopped first.
+                    self.kwokctl("stop", "cluster", check=False)
                     started_at = time.time()
                     self.kwokctl("start", "cluster", "--wait", "5m")
                     changed.append("started")
