@@ -28,6 +28,7 @@ class FilterModule:
             "openpolicy_rollback_input_errors": inputs.rollback_input_errors,
             "openpolicy_previous_revision": release_state.previous_revision,
             "openpolicy_failed_upgrade": release_state.failed_upgrade,
+            "openpolicy_helm_error": release_state.helm_error,
             "openpolicy_interrupted_releases": release_state.interrupted_releases,
             "openpolicy_cluster_unreachable": release_state.cluster_unreachable,
             "openpolicy_table": release_state.table,

@@ -179,9 +179,10 @@ HELM_ERROR_CHARS = 300
 
 
 def helm_error(output: str, limit: int = HELM_ERROR_CHARS) -> str:
-    """Helm's own error out of its stderr, on one line: from its last "Error: " on, since the
-    lines before are its log (a hook's failure first says it could not stream the hook pod's
-    logs, which took the whole line and cut off the resource and why it failed)."""
+    """Helm's own error out of its stderr, on one line, for the failure lines of a deploy and a
+    rollback: from its last "Error: " on, since the lines before are its log (a hook's failure
+    first says it could not stream the hook pod's logs, which took the whole line and cut off
+    the resource and why it failed)."""
     text = " ".join(output.split())
     start = text.rfind("Error: ")
     if start >= 0:

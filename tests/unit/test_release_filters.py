@@ -13,6 +13,7 @@ from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs as
 from ansible_collections.openpolicy.deploy.plugins.module_utils import release_state
 
 from tests.charts import render
+from tests.helpers import load_filter_plugin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,6 +120,9 @@ def test_a_failed_first_install_names_the_hook_resource_from_helms_error():
     )
     assert release_state.helm_error("x" * 400).endswith("...")
     assert len(release_state.helm_error("x" * 400)) == release_state.HELM_ERROR_CHARS
+    # The rollback's failure line (roles/service_releases/tasks/failed.yml) reads it as a filter.
+    helm_error = load_filter_plugin("openpolicy_releases").FilterModule().filters()["openpolicy_helm_error"]
+    assert helm_error(stderr) == line.split("(the first install was removed): ")[1]
 
 
 def test_previous_revision_skips_failed_and_same_content():
