@@ -281,8 +281,8 @@ def step_system(versions: dict) -> str:
 
 
 def venv_folder(versions: dict) -> Path:
-    pins = versions["python"]
-    key = short_hash(pins, sys.version_info[:2])
+    # The transitive pins are in the key too: changing one builds a new venv beside the old one.
+    key = short_hash(versions["python"], versions["python_transitive"], sys.version_info[:2])
     return CACHE_ROOT / f"venv-{key}"
 
 
@@ -303,11 +303,24 @@ def install_venv(folder: Path, versions: dict) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     count = len(versions["python"])
     with progress(f"installing {count} Python packages into {folder}", f"installed {folder.name}"):
-        run([sys.executable, "-m", "venv", str(folder)])
         requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
-        run([str(folder / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", *requirements])
+        pip_install(folder, requirements, versions["python_transitive"])
     mark_complete(folder, started)
     return "installed"
+
+
+def pip_install(folder: Path, requirements: list[str], constraints: dict[str, str]) -> None:
+    """Make a venv in folder and install requirements, their dependencies held to constraints.
+
+    Constraints rather than requirements: pip uses a pin only for a package that a requirement
+    pulls in, so a pin that nothing needs any more stays unused instead of being installed.
+    """
+    run([sys.executable, "-m", "venv", str(folder)])
+    with tempfile.NamedTemporaryFile("w", prefix="constraints-", suffix=".txt") as handle:
+        handle.write("".join(f"{name}=={version}\n" for name, version in constraints.items()))
+        handle.flush()
+        pip = str(folder / "bin" / "pip")
+        run([pip, "install", "--quiet", "--disable-pip-version-check", "-c", handle.name, *requirements])
 
 
 # --- Ansible collections ------------------------------------------------------------------
@@ -613,19 +626,25 @@ def step_modules(versions: dict) -> str:
     return "in the module cache: " + ", ".join(fetched)
 
 
+def tool_venv_folder(name: str, versions: dict) -> Path:
+    """checkov-3.3.30-<hash>: the tool's version for a reader, and a hash of its dependencies'
+    pins so that changing one builds a new venv beside the old one."""
+    version = versions["tool_venvs"][name]
+    key = short_hash(version, versions["tool_venvs_transitive"][name], sys.version_info[:2])
+    return CACHE_ROOT / f"{name}-{version}-{key}"
+
+
 def step_tools(versions: dict) -> str:
     report = []
     for name, version in versions.get("tool_venvs", {}).items():
-        folder = CACHE_ROOT / f"{name}-{version}"
+        folder = tool_venv_folder(name, versions)
         if is_complete(folder):
             report.append(f"{folder.name} cached")
         else:
             started = time.monotonic()
             shutil.rmtree(folder, ignore_errors=True)
             with progress(f"installing {name} {version} into {folder}", f"installed {name} {version}"):
-                run([sys.executable, "-m", "venv", str(folder)])
-                pip = str(folder / "bin" / "pip")
-                run([pip, "install", "--quiet", "--disable-pip-version-check", f"{name}=={version}"])
+                pip_install(folder, [f"{name}=={version}"], versions["tool_venvs_transitive"][name])
             mark_complete(folder, started)
             report.append(f"{folder.name} installed")
         link(folder / "bin" / name, TOOLCHAIN / "bin" / name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,10 +25,85 @@ from tests.helpers import REPO, toolchain_env
 
 def test_versions_file_pins_exact_versions():
     versions = pins.load_versions()
-    for table in ("python", "go"):
-        for name, version in versions[table].items():
+    tables = {name: versions[name] for name in ("python", "python_transitive", "go")}
+    tables |= {f"tool_venvs_transitive.{n}": t for n, t in versions["tool_venvs_transitive"].items()}
+    for table, pinned in tables.items():
+        for name, version in pinned.items():
             assert version[0].isdigit() or version.startswith("v"), f"{table}.{name} = {version!r} is not exact"
             assert not any(c in version for c in "<>=~*^"), f"{table}.{name} = {version!r} is a range"
+
+
+# --- Every package of the venvs pinned, direct or transitive ------------------------------------
+
+
+def canonical(name: str) -> str:
+    """PyYAML and pyyaml, ruamel.yaml and ruamel-yaml, molecule-plugins[podman] and
+    molecule-plugins: one spelling per package, as pip compares them."""
+    return re.sub(r"[-_.]+", "-", name.partition("[")[0]).lower()
+
+
+def venv_pins(venv: str) -> tuple[Path, dict[str, str]]:
+    """The folder of a venv the bootstrap builds, and what versions.toml pins in it."""
+    versions = pins.load_versions()
+    if venv == "main":
+        pinned = {**versions["python"], **versions["python_transitive"]}
+        return REPO / ".toolchain" / "venv", {canonical(n): v for n, v in pinned.items()}
+    pinned = {venv: versions["tool_venvs"][venv], **versions["tool_venvs_transitive"][venv]}
+    return bootstrap.tool_venv_folder(venv, versions), {canonical(n): v for n, v in pinned.items()}
+
+
+# The venv's own installers, from Python's ensurepip: they come with the interpreter, not with pip.
+VENV_OWN = {"pip", "setuptools"}
+
+
+@pytest.mark.parametrize("venv", ["main", *pins.load_versions()["tool_venvs"]])
+def test_every_package_of_the_venv_is_pinned_at_its_installed_version(venv):
+    """A package that versions.toml does not pin floats: a fresh machine gets whatever release
+    is newest that day (cryptography 51 put a warning on every ansible command)."""
+    folder, pinned = venv_pins(venv)
+    site_packages = list(folder.glob("lib/python*/site-packages"))
+    assert site_packages, f"no venv at {folder}: run `make bootstrap`"
+    installed = {
+        canonical(dist.metadata["Name"]): dist.version
+        for dist in importlib.metadata.distributions(path=[str(p) for p in site_packages])
+    }
+    wrong = [
+        f"{name}: installed {version}, versions.toml pins {pinned[name]}"
+        if name in pinned
+        else f"{name}: installed {version}, not pinned in versions.toml"
+        for name, version in sorted(installed.items())
+        if name not in VENV_OWN and pinned.get(name) != version
+    ]
+    assert not wrong, f"{venv} venv ({folder}):\n" + "\n".join(wrong)
+    assert len(installed) > 10, installed
+
+
+def test_direct_and_transitive_pins_name_different_packages():
+    """A package in both would be a requirement and a constraint at once: two places to bump."""
+    versions = pins.load_versions()
+    assert {canonical(n) for n in versions["python"]}.isdisjoint(map(canonical, versions["python_transitive"]))
+    for name, transitive in versions["tool_venvs_transitive"].items():
+        assert canonical(name) not in map(canonical, transitive), name
+
+
+def test_changing_a_transitive_pin_builds_a_new_venv():
+    versions = pins.load_versions()
+    changed = copy.deepcopy(versions)
+    changed["python_transitive"]["cryptography"] = "51.0.1"
+    changed["tool_venvs_transitive"]["checkov"]["pyyaml"] = "6.0.3"
+    assert bootstrap.venv_folder(changed) != bootstrap.venv_folder(versions)
+    assert bootstrap.tool_venv_folder("checkov", changed) != bootstrap.tool_venv_folder("checkov", versions)
+    assert bootstrap.tool_venv_folder("checkov", changed).name.startswith("checkov-3.3.30-")
+    assert bootstrap.venv_folder(copy.deepcopy(versions)) == bootstrap.venv_folder(versions)
+
+
+def test_ansible_writes_nothing_to_stderr():
+    """A warning printed on every ansible command (as cryptography 51's about DSA was) hides the
+    one warning that matters among them."""
+    result = subprocess.run(
+        ["ansible-playbook", "--version"], cwd=REPO, env=toolchain_env(), text=True, capture_output=True, check=True
+    )
+    assert result.stderr == "", result.stderr
 
 
 def test_requirements_pin_every_collection_exactly_and_kubernetes_core_fits_helm4():
