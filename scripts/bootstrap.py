@@ -630,7 +630,13 @@ def tool_venv_folder(name: str, versions: dict) -> Path:
     """checkov-3.3.30-<hash>: the tool's version for a reader, and a hash of its dependencies'
     pins so that changing one builds a new venv beside the old one."""
     version = versions["tool_venvs"][name]
-    key = short_hash(version, versions["tool_venvs_transitive"][name], sys.version_info[:2])
+    pins = versions.get("tool_venvs_transitive", {}).get(name)
+    if pins is None:
+        raise BootstrapError(
+            f"versions.toml: [tool_venvs] {name} has no [tool_venvs_transitive.{name}] table; "
+            f"expected its dependencies' pins (the `pip freeze` of its venv, {name} itself left out)"
+        )
+    key = short_hash(version, pins, sys.version_info[:2])
     return CACHE_ROOT / f"{name}-{version}-{key}"
 
 

@@ -20,9 +20,10 @@ SKIPS = Path(__file__).with_name("checkov_skips.txt")
 
 
 def checkov_binary() -> str:
-    """checkov on PATH (the venv), else the tool venv under ~/.cache/openpolicy-deploy."""
-    cached = Path.home() / ".cache" / "openpolicy-deploy" / f"checkov-{CHECKOV_VERSION}" / "bin" / "checkov"
-    found = shutil.which("checkov") or (str(cached) if cached.is_file() else None)
+    """checkov on PATH, else the link `make bootstrap` puts in .toolchain/bin (its tool venv's
+    folder carries a hash of its pins, so the link is the one stable name)."""
+    linked = Path(__file__).resolve().parents[2] / ".toolchain" / "bin" / "checkov"
+    found = shutil.which("checkov") or (str(linked) if linked.is_file() else None)
     if not found:
         pytest.fail(f"checkov {CHECKOV_VERSION} is not installed (pip install checkov=={CHECKOV_VERSION})")
     return found

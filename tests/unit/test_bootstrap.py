@@ -97,6 +97,14 @@ def test_changing_a_transitive_pin_builds_a_new_venv():
     assert bootstrap.venv_folder(copy.deepcopy(versions)) == bootstrap.venv_folder(versions)
 
 
+def test_a_tool_venv_without_its_dependencies_pins_is_named_in_one_line():
+    versions = copy.deepcopy(pins.load_versions())
+    versions["tool_venvs"]["newtool"] = "1.0.0"
+    missing = r"\[tool_venvs\] newtool has no \[tool_venvs_transitive.newtool\]"
+    with pytest.raises(bootstrap.BootstrapError, match=missing):
+        bootstrap.tool_venv_folder("newtool", versions)
+
+
 def test_ansible_writes_nothing_to_stderr():
     """A warning printed on every ansible command (as cryptography 51's about DSA was) hides the
     one warning that matters among them."""
