@@ -1,7 +1,8 @@
 """The plain tool the deploy benchmarks compare against: what an operator would script by hand,
 `helm upgrade --install --wait` over the same charts, values and Secrets that deploy.yml gave
-its releases (read back from Helm and the cluster), one at a time in order, or `jobs` at a time
-through `xargs -P`, into a namespace of its own."""
+its releases (read back from Helm and the cluster), one at a time in order, `jobs` at a time
+through `xargs -P`, or tier by tier with each tier's at once (deploy.yml's order without
+Ansible), into a namespace of its own."""
 
 from __future__ import annotations
 
@@ -29,11 +30,13 @@ def plain_helm_loop(
     namespace: str,
     names: list[str],
     jobs: int = 1,
+    tiers: list[list[str]] | None = None,
     charts: Path = REPO / "charts",
 ) -> float:
     """Install `names` (in that order) into `namespace` with the values deploy.yml gave them in
     `source`, after the same platform baseline and Secrets, from `charts` (deploy.yml's
-    openpolicy_charts_dir); returns the seconds the loop took."""
+    openpolicy_charts_dir); returns the seconds the loop took. With `tiers` (lists of `names`),
+    each tier's releases start at once and the next tier once they all ended."""
     workdir = workdir / namespace
     workdir.mkdir()
     platform_release = f"openpolicy-platform-{source.removeprefix('openpolicy-')}"
@@ -71,7 +74,10 @@ def plain_helm_loop(
     chart = str(charts / "openpolicy-service")
     upgrade = [*helm, "upgrade", "--install", "{}", chart, "-n", namespace, "-f", f"{workdir}/{{}}.json"]
     upgrade += ["--wait", "--timeout", "300s"]
-    if jobs > 1:
+    if tiers:
+        for tier in tiers:
+            run(["xargs", "-P", str(len(tier)), "-I{}", *upgrade], stdin="\n".join(tier) + "\n")
+    elif jobs > 1:
         run(["xargs", "-P", str(jobs), "-I{}", *upgrade], stdin="\n".join(names) + "\n")
     else:
         for name in names:

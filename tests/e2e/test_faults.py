@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_secrets import SecretsEnv, output, vault_env
-from tests.helpers import WAL_NOT_PUSHED
+from tests.helpers import REPO, WAL_NOT_PUSHED
 
 pytestmark = pytest.mark.podman
 
@@ -38,6 +38,8 @@ SSH_PORTS = {"52201": "52231", "52202": "52232"}
 ARCHIVE_TIMEOUT = 10
 STANZA = "openpolicy"
 TEXTFILE = "/var/lib/node_exporter/textfile_collector"
+# The PostgreSQL major of the hosts: role postgresql's default (inventories/local sets none).
+PG_VERSION = str(yaml.safe_load((REPO / "roles/postgresql/defaults/main.yml").read_text())["postgresql_version"])
 PLAYBOOKS = ("provision_hosts.yml", "playbooks/provision_databases.yml", "playbooks/provision_backups.yml")
 
 
@@ -283,7 +285,7 @@ def test_restore_yml_onto_the_scratch_host_over_ssh_brings_back_the_last_rows(pr
                    "-d", "openpolicy", "-c", "select count(*) from auth.scratch_probe")  # fmt: skip
         assert count.stdout.strip() == "321"
     finally:
-        on(BACKUP_HOST, "pg_dropcluster", "--stop", "15", "restore", check=False)
+        on(BACKUP_HOST, "pg_dropcluster", "--stop", PG_VERSION, "restore", check=False)
         provisioned.sql("auth", "drop table if exists auth.scratch_probe")
 
 
