@@ -62,3 +62,47 @@ def test_every_missing_image_is_named_once() -> None:
 def test_no_images_and_no_containers_read_as_empty_listings() -> None:
     assert hosts.missing_images("[]\n---\n[]", {"a": "ha"}, REPOSITORY) == [f"{REPOSITORY}:ha"]
     assert hosts.current_hosts("\n---\n", {"a": "ha"}, REPOSITORY, "env") == []
+
+
+# The inventory's podman hosts, before anything is read (podman_hosts_problems).
+LOGIN = {"ansible_host": "127.0.0.1", "ansible_user": "deploy"}
+
+
+def problems(hosts_vars: dict, flavors: dict | None = None) -> list[str]:
+    flavors = flavors if flavors is not None else dict.fromkeys(hosts_vars, "db")
+    return hosts.host_problems(hosts_vars, flavors, "127.0.0.1", "deploy")
+
+
+def test_podman_hosts_with_their_own_ports_and_the_shared_login_pass() -> None:
+    settings = {"a": {**LOGIN, "ansible_port": 52201}, "b": {**LOGIN, "ansible_port": "52202"}}
+    assert problems(settings, {"a": "ha", "b": "monitoring"}) == []
+
+
+def test_every_bad_setting_of_every_podman_host_is_named_at_once() -> None:
+    settings = {
+        "a": {**LOGIN, "ansible_port": 52201},
+        "b": {**LOGIN, "ansible_port": 52201, "ansible_user": "root"},
+        "c": {**LOGIN, "ansible_port": 80, "ansible_connection": "local"},
+        "d": {**LOGIN},
+    }
+    found = problems(settings, {"a": "db", "b": "db", "c": "db", "d": "debian"})
+    assert found == [
+        "ansible_port of a: expected a port from 1024 to 65535 that no other podman host uses "
+        "(they share the host's network), got 52201",
+        "ansible_connection/ansible_host/ansible_user of b: expected ssh, 127.0.0.1 and deploy for a podman host, "
+        "got ssh, 127.0.0.1, root",
+        "ansible_port of b: expected a port from 1024 to 65535 that no other podman host uses "
+        "(they share the host's network), got 52201",
+        "ansible_connection/ansible_host/ansible_user of c: expected ssh, 127.0.0.1 and deploy for a podman host, "
+        "got local, 127.0.0.1, deploy",
+        "ansible_port of c: expected a port from 1024 to 65535 that no other podman host uses "
+        "(they share the host's network), got 80",
+        "podman_host_flavor of d: expected one of systemd, db, ha, monitoring, got debian",
+        "ansible_port of d: expected a port from 1024 to 65535 that no other podman host uses "
+        "(they share the host's network), got ",
+    ]
+    assert all("\n" not in line for line in found)
+
+
+def test_the_full_name_of_the_ssh_connection_is_ssh() -> None:
+    assert problems({"a": {**LOGIN, "ansible_port": 52201, "ansible_connection": "ansible.builtin.ssh"}}) == []
