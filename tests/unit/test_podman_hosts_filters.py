@@ -106,3 +106,9 @@ def test_every_bad_setting_of_every_podman_host_is_named_at_once() -> None:
 
 def test_the_full_name_of_the_ssh_connection_is_ssh() -> None:
     assert problems({"a": {**LOGIN, "ansible_port": 52201, "ansible_connection": "ansible.builtin.ssh"}}) == []
+
+
+def test_the_flavors_checked_are_the_images_built() -> None:
+    from openpolicy_tools import podman  # scripts/ is on pytest's pythonpath (pyproject.toml)
+
+    assert set(hosts.FLAVORS) == set(podman.FLAVORS)
