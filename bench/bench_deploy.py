@@ -5,7 +5,8 @@
   with its own secrets) and then no-op (nothing changed; the median of three);
 - a plain sequential `helm upgrade --install --wait` loop over the same charts and values
   (same baseline, same Secrets, tier order) into a namespace of its own, as the peer (the median
-  of three, each into a fresh namespace), the same loop run in parallel (`xargs -P`, every
+  of three, each into a fresh namespace, each right after a cold run: the ratio of each pair is
+  printed too), the same loop run in parallel (`xargs -P`, every
   service at once) into another, and tier by tier (each tier's at once: deploy.yml's order and
   waits without Ansible, the floor of a tiered deploy; deploy.yml's excess over it is the
   toolkit's own cost) into a third;
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.helm_loop import plain_helm_loop, run  # noqa: E402
-from bench.results_file import write_results  # noqa: E402
+from bench.results_file import single_core_seconds, write_results  # noqa: E402
 from tests.helpers import recap, run_playbook  # noqa: E402
 
 CLUSTER = "openpolicy-bench-deploy"
@@ -76,17 +77,23 @@ def timed_playbook(name: str, extra: dict, expect_ok: bool = True) -> tuple[floa
     return elapsed, result
 
 
-def cold_runs_and_loops(kube: list[str], helm: list[str], state: Path, extra: dict) -> tuple[list[float], list[float]]:
-    """COLD_RUNS cold deploys, then as many sequential helm loops: one cold run moved by a second
-    with what else the machine did, a tenth of the ratio. Each cold run goes into an empty
-    namespace with secrets of its own (the first is the namespace of every later figure), each
-    loop into a fresh namespace with the first run's values."""
-    colds = [timed_playbook("deploy.yml", cold_extra(extra, state, run))[0] for run in range(COLD_RUNS)]
-    plains = [
-        plain_helm_loop(kube, helm, state, source=ANSIBLE_NS, namespace=f"{PLAIN_NS}-{run}", names=list(TIER_ORDER))
-        for run in range(COLD_RUNS)
-    ]
-    return colds, plains
+def cold_runs_and_loops(
+    kube: list[str], helm: list[str], state: Path, extra: dict
+) -> tuple[list[float], list[float], list[float]]:
+    """COLD_RUNS pairs of a cold deploy and a sequential helm loop, one after the other: one
+    cold run moved by a second with what else the machine did, a tenth of the ratio, and one
+    core's speed here was seen to change by half within minutes (single_core_loop_s 0.28 to
+    0.83): alternated, each pair sees about the same machine. Each cold run goes into an empty
+    namespace with secrets of its own (the first is the namespace of every later figure, and the
+    source of the loops' values), each loop into a fresh namespace. Returns the cold runs, the
+    loops and one core's speed before each pair."""
+    colds, plains, speeds = [], [], []
+    for pair in range(COLD_RUNS):
+        speeds.append(single_core_seconds())
+        colds.append(timed_playbook("deploy.yml", cold_extra(extra, state, pair))[0])
+        loop = {"source": ANSIBLE_NS, "namespace": f"{PLAIN_NS}-{pair}", "names": list(TIER_ORDER)}
+        plains.append(plain_helm_loop(kube, helm, state, **loop))
+    return colds, plains, speeds
 
 
 def parallel_loops(kube: list[str], helm: list[str], state: Path) -> tuple[float, float]:
@@ -102,8 +109,8 @@ def against(cold: float, loop: float) -> str:
     return f"deploy.yml / it = {cold / loop:.2f}, {cold - loop:+.1f} s"
 
 
-def listed(seconds: list[float]) -> str:
-    return ", ".join(f"{elapsed:.1f}" for elapsed in seconds)
+def listed(figures: list[float], digits: int = 1) -> str:
+    return ", ".join(f"{figure:.{digits}f}" for figure in figures)
 
 
 def changed_total(result: subprocess.CompletedProcess) -> int:
@@ -161,7 +168,7 @@ def main() -> None:
     }
     load_at_start = os.getloadavg()[0]
     try:
-        colds, plains = cold_runs_and_loops(kube, helm, state, extra)
+        colds, plains, speeds = cold_runs_and_loops(kube, helm, state, extra)
         cold, plain = statistics.median(colds), statistics.median(plains)
         # The median of three no-op runs: one run's figure moves by half a second with what
         # else the machine does, as much as the gap to the 5 s target.
@@ -171,7 +178,8 @@ def main() -> None:
         parallel, tiered = parallel_loops(kube, helm, state)
         print(f"deploy.yml, nine services, cold:        {cold:6.1f} s   (median of {listed(colds)})")
         print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (median of {listed(plains)})")
-        print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}")
+        pairs = listed([c / p for c, p in zip(colds, plains, strict=True)], digits=2)
+        print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}   (each pair: {pairs})")
         print(f"plain helm loop, xargs -P {len(TIER_ORDER)}:          {parallel:6.1f} s   ({against(cold, parallel)})")
         print(f"plain helm, tier by tier, each at once: {tiered:6.1f} s   ({against(cold, tiered)})")
         each = listed([elapsed for elapsed, _ in noops])
@@ -188,6 +196,9 @@ def main() -> None:
             "helm_loop_parallel_s": round(parallel, 1),
             "helm_loop_parallel_jobs": len(TIER_ORDER),
             "cold_over_sequential_loop": round(cold / plain, 2),
+            # Each pair's own ratio, and one core's speed before it (the loop takes 10^7 steps).
+            "cold_over_sequential_loop_pairs": [round(c / p, 2) for c, p in zip(colds, plains, strict=True)],
+            "single_core_loop_s_per_pair": speeds,
             "cold_over_parallel_loop": round(cold / parallel, 2),
             "helm_loop_tiered_s": round(tiered, 1),
             "cold_over_tiered_loop": round(cold / tiered, 2),
