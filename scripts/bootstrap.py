@@ -642,19 +642,25 @@ def tool_venv_folder(name: str, versions: dict) -> Path:
 
 def step_tools(versions: dict) -> str:
     report = []
-    for name, version in versions.get("tool_venvs", {}).items():
+    for name in versions.get("tool_venvs", {}):
         folder = tool_venv_folder(name, versions)
-        if is_complete(folder):
-            report.append(f"{folder.name} cached")
-        else:
-            started = time.monotonic()
-            shutil.rmtree(folder, ignore_errors=True)
-            with progress(f"installing {name} {version} into {folder}", f"installed {name} {version}"):
-                pip_install(folder, [f"{name}=={version}"], versions["tool_venvs_transitive"][name])
-            mark_complete(folder, started)
-            report.append(f"{folder.name} installed")
+        # As the main venv: a second bootstrap (another checkout, CI) waits for the one
+        # installing, then finds the folder complete instead of installing into it as well.
+        with cache_lock(folder):
+            state = "cached" if is_complete(folder) else install_tool_venv(folder, name, versions)
+        report.append(f"{folder.name} {state}")
         link(folder / "bin" / name, TOOLCHAIN / "bin" / name)
     return "; ".join(report) or "none"
+
+
+def install_tool_venv(folder: Path, name: str, versions: dict) -> str:
+    started = time.monotonic()
+    version = versions["tool_venvs"][name]
+    shutil.rmtree(folder, ignore_errors=True)
+    with progress(f"installing {name} {version} into {folder}", f"installed {name} {version}"):
+        pip_install(folder, [f"{name}=={version}"], versions["tool_venvs_transitive"][name])
+    mark_complete(folder, started)
+    return "installed"
 
 
 STEPS: dict[str, Callable[[dict], str]] = {

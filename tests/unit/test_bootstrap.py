@@ -582,6 +582,33 @@ def test_a_second_bootstrap_waits_for_the_one_building_the_same_folder(tmp_path,
     assert "waiting for another bootstrap that is building helm-v4.3.1" in capsys.readouterr().out
 
 
+def test_a_second_bootstrap_waits_for_the_one_installing_a_tool_venv(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bootstrap, "CACHE_ROOT", tmp_path / "cache")
+    monkeypatch.setattr(bootstrap, "TOOLCHAIN", tmp_path / "toolchain")
+    installs = []
+
+    def fake_pip_install(folder, requirements, constraints) -> None:
+        installs.append(requirements)
+        (folder / "bin").mkdir(parents=True)
+        (folder / "bin" / "checkov").write_text("")
+
+    monkeypatch.setattr(bootstrap, "pip_install", fake_pip_install)
+    versions = pins.load_versions()
+    folder = bootstrap.tool_venv_folder("checkov", versions)
+    reports = []
+    with bootstrap.cache_lock(folder):
+        thread = threading.Thread(target=lambda: reports.append(bootstrap.step_tools(versions)))
+        thread.start()
+        time.sleep(0.3)
+        assert installs == [], "installed while another bootstrap held the folder"
+        fake_pip_install(folder, ["checkov==3.3.30"], {})
+        bootstrap.mark_complete(folder, time.monotonic())
+    thread.join()
+    assert installs == [["checkov==3.3.30"]], "the second bootstrap installed again"
+    assert reports == [f"{folder.name} cached"]
+    assert f"waiting for another bootstrap that is building {folder.name}" in capsys.readouterr().out
+
+
 def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_runs(tmp_path, monkeypatch):
     """The compressed source and related modules of a module sent to a host: built and kept on the
     first run, read back on the next (the same answer), made anew when the source changes."""
