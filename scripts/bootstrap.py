@@ -6,6 +6,7 @@ its inputs), so a second run finds it and does nothing:
 
     ~/.cache/openpolicy-deploy/venv-<hash>/          Python tools (ansible, molecule, linters)
     ~/.cache/openpolicy-deploy/collections-<hash>/   Ansible collections of requirements.yml
+    ~/.cache/openpolicy-deploy/checkov-<version>-<hash>/  checkov, in a venv of its own
     ~/.cache/openpolicy-deploy/<tool>-<version>/bin  Go programs built from the module proxy
 
 The repository gets one gitignored folder, `.toolchain/`, of symlinks into that cache:
@@ -687,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     versions = load_versions()
     if args.list:
         print(venv_folder(versions))
+        for name in versions.get("tool_venvs", {}):
+            print(tool_venv_folder(name, versions))
         for name in GO_TOOLS:
             print(go_tool_dir(name, versions))
         return 0

@@ -637,3 +637,12 @@ def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_ru
     finally:
         broker.shutdown()
         broker.join()
+
+
+def test_list_names_the_tool_venvs_beside_the_main_venv():
+    listed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bootstrap.py"), "--list"], text=True, capture_output=True, check=True
+    ).stdout.splitlines()
+    versions = pins.load_versions()
+    assert str(bootstrap.venv_folder(versions)) in listed
+    assert str(bootstrap.tool_venv_folder("checkov", versions)) in listed
