@@ -6,8 +6,8 @@
 - a plain sequential `helm upgrade --install --wait` loop over the same charts and values
   (same baseline, same Secrets, tier order) into a namespace of its own, as the peer (the median
   of three, each into a fresh namespace, each right after a cold run: the ratio of each pair is
-  printed too), the same loop run in parallel (`xargs -P`, every
-  service at once) into another, and tier by tier (each tier's at once: deploy.yml's order and
+  printed too), the same loop run in parallel (`xargs -P`, every service at once) into another,
+  and tier by tier (each tier's at once: deploy.yml's order and
   waits without Ansible, the floor of a tiered deploy; deploy.yml's excess over it is the
   toolkit's own cost) into a third;
 - a failed upgrade (pods never Ready) until the previous revision serves again, with the
@@ -178,8 +178,8 @@ def main() -> None:
         parallel, tiered = parallel_loops(kube, helm, state)
         print(f"deploy.yml, nine services, cold:        {cold:6.1f} s   (median of {listed(colds)})")
         print(f"plain sequential helm --wait loop:      {plain:6.1f} s   (median of {listed(plains)})")
-        pairs = listed([c / p for c, p in zip(colds, plains, strict=True)], digits=2)
-        print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}   (each pair: {pairs})")
+        pairs = [cold_run / loop for cold_run, loop in zip(colds, plains, strict=True)]
+        print(f"deploy.yml cold / sequential loop:      {cold / plain:6.2f}   (each pair: {listed(pairs, digits=2)})")
         print(f"plain helm loop, xargs -P {len(TIER_ORDER)}:          {parallel:6.1f} s   ({against(cold, parallel)})")
         print(f"plain helm, tier by tier, each at once: {tiered:6.1f} s   ({against(cold, tiered)})")
         each = listed([elapsed for elapsed, _ in noops])
@@ -197,7 +197,7 @@ def main() -> None:
             "helm_loop_parallel_jobs": len(TIER_ORDER),
             "cold_over_sequential_loop": round(cold / plain, 2),
             # Each pair's own ratio, and one core's speed before it (the loop takes 10^7 steps).
-            "cold_over_sequential_loop_pairs": [round(c / p, 2) for c, p in zip(colds, plains, strict=True)],
+            "cold_over_sequential_loop_pairs": [round(ratio, 2) for ratio in pairs],
             "single_core_loop_s_per_pair": speeds,
             "cold_over_parallel_loop": round(cold / parallel, 2),
             "helm_loop_tiered_s": round(tiered, 1),

@@ -300,12 +300,18 @@ def step_venv(versions: dict) -> str:
 
 
 def install_venv(folder: Path, versions: dict) -> str:
+    requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
+    what = (f"installing {len(requirements)} Python packages into {folder}", f"installed {folder.name}")
+    return install_pinned(folder, requirements, versions["python_transitive"], what)
+
+
+def install_pinned(folder: Path, requirements: list[str], constraints: dict[str, str], what: tuple[str, str]) -> str:
+    """A venv built anew in folder (whatever a failed build left is removed first), marked
+    complete once pip is done; `what` is the progress lines (starting, done)."""
     started = time.monotonic()
     shutil.rmtree(folder, ignore_errors=True)
-    count = len(versions["python"])
-    with progress(f"installing {count} Python packages into {folder}", f"installed {folder.name}"):
-        requirements = [f"{name}=={version}" for name, version in versions["python"].items()]
-        pip_install(folder, requirements, versions["python_transitive"])
+    with progress(*what):
+        pip_install(folder, requirements, constraints)
     mark_complete(folder, started)
     return "installed"
 
@@ -655,13 +661,9 @@ def step_tools(versions: dict) -> str:
 
 
 def install_tool_venv(folder: Path, name: str, versions: dict) -> str:
-    started = time.monotonic()
     version = versions["tool_venvs"][name]
-    shutil.rmtree(folder, ignore_errors=True)
-    with progress(f"installing {name} {version} into {folder}", f"installed {name} {version}"):
-        pip_install(folder, [f"{name}=={version}"], versions["tool_venvs_transitive"][name])
-    mark_complete(folder, started)
-    return "installed"
+    what = (f"installing {name} {version} into {folder}", f"installed {name} {version}")
+    return install_pinned(folder, [f"{name}=={version}"], versions["tool_venvs_transitive"][name], what)
 
 
 STEPS: dict[str, Callable[[dict], str]] = {

@@ -302,8 +302,13 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {last_line(result)}")
         return result
 
+    @property
+    def state_dir(self) -> Path:
+        """Where kwokctl keeps this cluster: its kwok.yaml, binaries and component logs."""
+        return self.workdir / "clusters" / self.name
+
     def exists(self) -> bool:
-        return (self.workdir / "clusters" / self.name / "kwok.yaml").is_file()
+        return (self.state_dir / "kwok.yaml").is_file()
 
     def running(self) -> bool:
         if not self.exists() or not self.kubeconfig.is_file():
@@ -429,7 +434,7 @@ class Cluster:
                 raise ClusterError(
                     f"the kwok controller did not take over the leases of {', '.join(waiting)} within "
                     f"{timeout:.0f}s of the restart: their pods would stay Pending "
-                    f"(see {self.workdir / 'clusters' / self.name / 'logs' / 'kwok-controller.log'})"
+                    f"(see {self.state_dir / 'logs' / 'kwok-controller.log'})"
                 )
             time.sleep(0.5)
 
