@@ -689,11 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     versions = load_versions()
     if args.list:
-        print(venv_folder(versions))
-        for name in versions.get("tool_venvs", {}):
-            print(tool_venv_folder(name, versions))
-        for name in GO_TOOLS:
-            print(go_tool_dir(name, versions))
+        try:
+            tools = [tool_venv_folder(name, versions) for name in versions.get("tool_venvs", {})]
+        except BootstrapError as error:
+            print(f"bootstrap: --list: {error}", file=sys.stderr)
+            return 1
+        for folder in [venv_folder(versions), *tools, *(go_tool_dir(name, versions) for name in GO_TOOLS)]:
+            print(folder)
         return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in STEPS]

@@ -105,6 +105,15 @@ def test_a_tool_venv_without_its_dependencies_pins_is_named_in_one_line():
         bootstrap.tool_venv_folder("newtool", versions)
 
 
+def test_list_names_a_tool_venv_without_its_pins_in_one_line(monkeypatch, capsys):
+    versions = copy.deepcopy(pins.load_versions())
+    versions["tool_venvs"]["newtool"] = "1.0.0"
+    monkeypatch.setattr(bootstrap, "load_versions", lambda: versions)
+    assert bootstrap.main(["--list"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("bootstrap: --list: versions.toml: [tool_venvs] newtool has no") and error.count("\n") == 1
+
+
 def test_ansible_writes_nothing_to_stderr():
     """A warning printed on every ansible command (as cryptography 51's about DSA was) hides the
     one warning that matters among them."""
