@@ -33,6 +33,11 @@ And it keeps the code Jinja compiles for each template and conditional for the r
 (plugins/plugin_utils/template_code_cache.py): ansible-core compiles the same text again at
 every task that renders it.
 
+And it sets the controller's garbage collector for a short run that keeps what it loads: the
+objects of the start (imports, inventory, playbook) are frozen out of its scans, and it collects
+once per 20,000 new objects instead of 700. A cold deploy spent 0.14 to 0.17 s of the controller's
+time in 358 collections, and its exit some 0.1 s more; frozen, 0.03 s in 31.
+
 And it starts the control host's Python when the run begins, in a forked process, beside the
 preflight's tasks in the controller, instead of inside the first module task there
 (_prewarm_local_hosts; `openpolicy_prewarm: false` turns it off).
@@ -41,6 +46,7 @@ preflight's tasks in the controller, instead of inside the first module task the
 from __future__ import annotations
 
 import atexit
+import gc
 import hashlib
 import marshal
 import os
@@ -75,6 +81,9 @@ except ImportError:  # another ansible-core: every task goes to a worker
     TaskContext = None
 
 template_code_cache.install()
+
+# New objects between two collections of the youngest generation (Python's default is 700).
+GC_THRESHOLD = 20_000
 
 # Read at call time by Mitogen's controller, multiplexer and worker set-up: the base policy
 # assigns nothing.
@@ -179,6 +188,7 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
 
     def run(self, iterator, play_context, result=0):
         self._run_play_context = play_context
+        _keep_what_is_loaded()
         try:
             return super().run(iterator, play_context, result)
         finally:
@@ -225,6 +235,15 @@ class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
         self._final_q.send_task_result(
             _RawTaskResult(host=host, task=own_task, return_data=result, task_fields=own_task.dump_attrs())
         )
+
+
+def _keep_what_is_loaded() -> None:
+    """At the first play, once the playbook and inventory are loaded: what is in memory now stays
+    to the run's end, and the young objects are collected less often (the docstring)."""
+    if gc.get_threshold()[0] == GC_THRESHOLD:
+        return
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
 
 
 # The interpreters a forked process of this run started over the local connection (pid; 0 once

@@ -618,6 +618,54 @@ def test_a_second_bootstrap_waits_for_the_one_installing_a_tool_venv(tmp_path, c
     assert f"waiting for another bootstrap that is building {folder.name}" in capsys.readouterr().out
 
 
+# A callback that reports, at the run's end, the controller's garbage collector settings.
+GC_REPORT_CALLBACK = """
+import gc
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "gc_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def v2_playbook_on_stats(self, stats):
+        print(f"GC threshold={gc.get_threshold()[0]} frozen={gc.get_freeze_count()}")
+"""
+
+
+@pytest.mark.parametrize("strategy", ["mitogen_linear_unpinned", "linear"])
+def test_the_default_strategy_keeps_what_the_run_loaded_out_of_the_collectors_scans(tmp_path, strategy):
+    """From the first play on, the objects loaded before it are frozen and the youngest generation is
+    collected once per GC_THRESHOLD new objects; Ansible's own strategy leaves Python's defaults."""
+    (tmp_path / "callbacks").mkdir()
+    (tmp_path / "callbacks" / "gc_report.py").write_text(GC_REPORT_CALLBACK)
+    (tmp_path / "play.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n"
+    )
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(tmp_path / "play.yml")],
+        cwd=REPO,
+        env=toolchain_env(
+            ANSIBLE_STRATEGY=strategy,
+            ANSIBLE_CALLBACK_PLUGINS=str(tmp_path / "callbacks"),
+            ANSIBLE_CALLBACKS_ENABLED="gc_report",
+            OPENPOLICY_PREWARM="0",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    threshold, frozen = map(int, re.search(r"GC threshold=(\d+) frozen=(\d+)", result.stdout).groups())
+    if strategy == "mitogen_linear_unpinned":
+        assert (threshold, frozen > 10_000) == (20_000, True), result.stdout
+    else:
+        assert (threshold, frozen) == (700, 0), result.stdout
+
+
 def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_runs(tmp_path, monkeypatch):
     """The compressed source and related modules of a module sent to a host: built and kept on the
     first run, read back on the next (the same answer), made anew when the source changes."""
