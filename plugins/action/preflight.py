@@ -12,7 +12,8 @@ inventory, the playbook's vars and the extra-vars) are checked against the entry
 `validate` (else `main`) of its meta/argument_specs.yml, then against the rules of
 module_utils/inputs.py. Every problem is one line naming the setting and the expected form;
 all of them come back in one run (``errors``), and the task fails when there is any. Nothing is
-contacted: no module runs, no host is reached.
+contacted: no module runs, no host is reached. ``covered`` names the roles whose tasks/validate.yml
+checks nothing more than those rules did (the preflight does not run those tasks again).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
     """The role's variables without their prefix (what module_utils/inputs.py checks)."""
     prefix = role + "_"
     return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
+
+
+def rules_cover_validate_tasks(role: str, catalog: dict) -> bool:
+    """Whether role_errors checks every rule of the role's tasks/validate.yml (the same functions
+    of module_utils/inputs.py and monitoring_inputs.py): the preflight then skips those tasks."""
+    return bool(catalog) and (role in monitoring_inputs.RULES or role in ("service_releases", "release_set"))
 
 
 def role_errors(
@@ -155,6 +162,9 @@ class ActionModule(ActionBase):
                     errors.append(line)
         result["changed"] = False
         result["errors"] = errors
+        # The roles whose validate tasks would only repeat what was checked here.
+        names = {role.partition(":")[0] for role in args.get("roles") or []}
+        result["covered"] = sorted(name for name in names if rules_cover_validate_tasks(name, catalog))
         if errors:
             result["failed"] = True
             result["msg"] = "\n".join(f"preflight: {line}" for line in errors)

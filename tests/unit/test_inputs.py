@@ -10,6 +10,7 @@ import yaml
 from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
 
 from tests.helpers import REPO, failure_messages, run_playbook
+from tests.unit.inventory_preflight import run_preflight
 
 CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
 CHART_KEYS = list(
@@ -158,3 +159,19 @@ def test_argument_spec_inputs_fail_in_one_line_naming_what_was_typed(case: str, 
     assert lines and lines[0].startswith(start) and expected in lines[0], result.stdout[-3000:]
     assert "argument_spec" not in result.stdout and "Validation of arguments failed" not in result.stdout
     assert not (tmp_path / "vault.yml").exists(), "the vault is written only after the preflight passed"
+
+
+def test_the_preflight_runs_no_validate_task_that_repeats_the_rules_it_checked(tmp_path):
+    """The rules of service_releases, release_set and the monitoring roles are checked by the
+    preflight's one task (plugins/action/preflight.py, `covered`); their validate tasks, which call
+    the same rules, are not run again. A role with rules of its own in tasks (k8s_cluster) is."""
+    roles = ["k8s_cluster", "service_releases", "release_set", "alertmanager"]
+    result = run_preflight(REPO / "inventories" / "local", tmp_path, roles)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "k8s_cluster : Check the cluster name is a valid DNS label" in result.stdout
+    for repeated in (
+        "service_releases : Check the services, versions, confirmation and limits",
+        "release_set : Check the rollback's service, revision and release set",
+        "alertmanager : Check the receivers, routes and timings of Alertmanager",
+    ):
+        assert repeated not in result.stdout, repeated
