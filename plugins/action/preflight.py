@@ -36,22 +36,56 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
     return {name[len(prefix) :]: value for name, value in values.items() if name.startswith(prefix)}
 
 
-def rules_cover_validate_tasks(role: str, catalog: dict) -> bool:
+# The roles whose tasks/validate.yml calls no rule but those of role_errors, and those that also
+# need the service catalog.
+ROLES_WITH_RULES = frozenset((*monitoring_inputs.RULES, "platform_baseline", "secrets", "k8s_cluster"))
+ROLES_WITH_CATALOG_RULES = frozenset(("service_releases", "release_set"))
+# The settings those rules read (without the role's prefix).
+RULE_SETTINGS = {
+    "k8s_cluster": ("provider", "state", "nodes", "name", "kubeconfig"),
+    "platform_baseline": ("namespace",),
+    "secrets": ("backend", "kv_url", "kv_path", "password_length", "passphrase_length", "password_min_length"),
+}
+
+
+def rules_cover_validate_tasks(role: str, catalog: dict, control_is_local: bool) -> bool:
     """Whether role_errors checks every rule of the role's tasks/validate.yml (the same functions
-    of module_utils/inputs.py and monitoring_inputs.py): the preflight then skips those tasks."""
-    return bool(catalog) and (role in monitoring_inputs.RULES or role in ("service_releases", "release_set"))
+    of module_utils/inputs.py and monitoring_inputs.py): the preflight then skips those tasks.
+    k8s_cluster's looks for a kubeconfig on the control host: here only when that is this machine."""
+    if role == "k8s_cluster":
+        return control_is_local
+    return role in ROLES_WITH_RULES or (bool(catalog) and role in ROLES_WITH_CATALOG_RULES)
 
 
 def role_errors(
-    role: str, values: dict[str, Any], catalog: dict, chart_keys: list[str], secrets_known: bool = True
+    role: str,
+    values: dict[str, Any],
+    catalog: dict,
+    chart_keys: list[str],
+    *,
+    secrets_known: bool = True,
+    control_is_local: bool = False,
 ) -> list[str]:
     """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
-    secrets_known: the secrets role has read the vault (a missing secret is then a problem)."""
-    if not catalog:
-        return []
+    secrets_known: the secrets role has read the vault (a missing secret is then a problem);
+    control_is_local: the control host is this machine (its kubeconfig is a file here)."""
     own = _role_inputs(role, values)
     if role in monitoring_inputs.RULES:
         return monitoring_inputs.problems(role, own, secrets_known)
+    # A rule whose settings are not all known yet (a fact another role sets) is left to the
+    # role's own validate tasks when it starts, as the argument spec check leaves them.
+    needed = RULE_SETTINGS.get(role, ())
+    if any(name not in own for name in needed):
+        return []
+    if role == "platform_baseline":
+        return inputs.namespace_input_errors(own.get("namespace"))
+    if role == "secrets":
+        return inputs.secret_input_errors(own)
+    if role == "k8s_cluster" and control_is_local:
+        kubeconfig = str(own.get("kubeconfig") or "")
+        return inputs.cluster_input_errors(own, bool(kubeconfig) and Path(kubeconfig).expanduser().is_file())
+    if not catalog:
+        return []
     if role == "service_releases":
         checked = {
             "environment": own.get("environment"),
@@ -142,7 +176,14 @@ class ActionModule(ActionBase):
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
         if not errors:
-            errors += role_errors(role, values, catalog, chart_keys, self._secrets_read)
+            errors += role_errors(
+                role,
+                values,
+                catalog,
+                chart_keys,
+                secrets_known=self._secrets_read,
+                control_is_local=self._control_is_local,
+            )
         return errors
 
     def run(self, tmp=None, task_vars=None):
@@ -155,6 +196,7 @@ class ActionModule(ActionBase):
         # The secrets role reads (and generates) the vault after the first check; the second,
         # right after it (roles/preflight/tasks/secrets.yml), names a missing secret.
         self._secrets_read = bool(args.get("secrets_read"))
+        self._control_is_local = str(task_vars.get("ansible_connection", "")) == "local"
         errors: list[str] = []
         for role in args.get("roles") or []:
             for line in self._check_role(role, task_vars, labels, catalog, chart_keys):
@@ -164,7 +206,9 @@ class ActionModule(ActionBase):
         result["errors"] = errors
         # The roles whose validate tasks would only repeat what was checked here.
         names = {role.partition(":")[0] for role in args.get("roles") or []}
-        result["covered"] = sorted(name for name in names if rules_cover_validate_tasks(name, catalog))
+        result["covered"] = sorted(
+            name for name in names if rules_cover_validate_tasks(name, catalog, self._control_is_local)
+        )
         if errors:
             result["failed"] = True
             result["msg"] = "\n".join(f"preflight: {line}" for line in errors)

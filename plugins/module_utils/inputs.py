@@ -251,6 +251,86 @@ def rollback_input_errors(catalog: dict, inputs: dict) -> list[str]:
     return errors
 
 
+# A DNS label (RFC 1123), whole: the local cluster's name (at most 40: kwokctl adds to it) and a
+# Kubernetes namespace (at most 63).
+CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+KV_URL = re.compile(r"https?://.*", re.DOTALL)
+MIN_PASSWORD_LENGTH = 12
+
+
+def _as_int(value: Any) -> int:
+    """A number as Jinja's int filter reads it (0 when it is none)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return 0
+
+
+def cluster_input_errors(inputs: dict, kubeconfig_is_file: bool) -> list[str]:
+    """Every problem with roles/k8s_cluster's settings that its argument spec cannot express, one
+    line each: {provider, state, nodes, name, kubeconfig}; kubeconfig_is_file tells whether the
+    kubeconfig an existing cluster needs is a file on the control host."""
+    inputs = plain(inputs)
+    provider, state = inputs.get("provider"), inputs.get("state")
+    errors = []
+    nodes = inputs.get("nodes")
+    if provider == "kwok" and not 1 <= _as_int(nodes) <= 1000:
+        errors.append(f"k8s_cluster_nodes: expected a whole number from 1 to 1000, got {nodes}")
+    name = inputs.get("name")
+    if not matches(CLUSTER_NAME, name):
+        errors.append(f"k8s_cluster_name: expected lowercase letters, digits and '-' (at most 40), got {name}")
+    if provider == "existing" and state == "present" and not kubeconfig_is_file:
+        errors.append(
+            f"k8s_cluster_kubeconfig: {inputs.get('kubeconfig')} does not exist; provider existing expects the "
+            "path of a kubeconfig file for the cluster"
+        )
+    if provider == "existing" and state == "absent":
+        errors.append(
+            "k8s_cluster_state: absent is only for provider kwok; the toolkit never deletes an existing cluster"
+        )
+    return errors
+
+
+def namespace_input_errors(namespace: Any) -> list[str]:
+    """roles/platform_baseline's namespace, when it is not a DNS label."""
+    if matches(NAMESPACE, namespace):
+        return []
+    return [
+        "platform_baseline_namespace: expected a DNS label (lowercase letters, digits and '-', at most 63), "
+        f"got {namespace}"
+    ]
+
+
+def secret_input_errors(inputs: dict) -> list[str]:
+    """Every problem with roles/secrets' settings that its argument spec cannot express, one line
+    each: {backend, kv_url, kv_path, password_length, passphrase_length, password_min_length}."""
+    inputs = plain(inputs)
+    errors = []
+    url, path = inputs.get("kv_url"), inputs.get("kv_path")
+    if inputs.get("backend") == "vault" and not (matches(KV_URL, url) and len(str(path or "")) > 0):
+        errors.append(
+            f"secrets_kv_url/secrets_kv_path: secrets_backend vault needs an http(s) URL and a path, got {url} {path}"
+        )
+    password, passphrase, minimum = (
+        inputs.get(key) for key in ("password_length", "passphrase_length", "password_min_length")
+    )
+    if not (
+        _as_int(password) >= _as_int(minimum)
+        and _as_int(passphrase) >= 2 * _as_int(minimum)
+        and _as_int(minimum) >= MIN_PASSWORD_LENGTH
+    ):
+        errors.append(
+            "secrets_password_length/secrets_passphrase_length/secrets_password_min_length: generated passwords "
+            f"must meet the minimum (>= {MIN_PASSWORD_LENGTH}), passphrases twice it; "
+            f"got {password}/{passphrase}/{minimum}"
+        )
+    return errors
+
+
 def _form(attrs: dict) -> str:
     """The expected form of one argument-spec option, in words."""
     kind = attrs.get("type", "str")

@@ -162,16 +162,81 @@ def test_argument_spec_inputs_fail_in_one_line_naming_what_was_typed(case: str, 
 
 
 def test_the_preflight_runs_no_validate_task_that_repeats_the_rules_it_checked(tmp_path):
-    """The rules of service_releases, release_set and the monitoring roles are checked by the
-    preflight's one task (plugins/action/preflight.py, `covered`); their validate tasks, which call
-    the same rules, are not run again. A role with rules of its own in tasks (k8s_cluster) is."""
-    roles = ["k8s_cluster", "service_releases", "release_set", "alertmanager"]
+    """The rules of these roles are checked by the preflight's one task (plugins/action/preflight.py,
+    `covered`); their validate tasks, which call the same rules, are not run again. A role with
+    checks of its own in tasks (pgbackrest) is."""
+    roles = [
+        "k8s_cluster",
+        "platform_baseline",
+        "secrets",
+        "service_releases",
+        "release_set",
+        "alertmanager",
+        "pgbackrest",
+    ]
     result = run_preflight(REPO / "inventories" / "local", tmp_path, roles)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "k8s_cluster : Check the cluster name is a valid DNS label" in result.stdout
+    assert "pgbackrest : Check the stanza is a plain name" in result.stdout
     for repeated in (
+        "k8s_cluster : Check the node count, the cluster name, the kubeconfig and the state",
+        "platform_baseline : Check the namespace is a DNS label",
         "service_releases : Check the services, versions, confirmation and limits",
         "release_set : Check the rollback's service, revision and release set",
         "alertmanager : Check the receivers, routes and timings of Alertmanager",
     ):
-        assert repeated not in result.stdout, repeated
+        assert f"TASK [{repeated}]" not in result.stdout, repeated
+
+
+CLUSTER = {"provider": "kwok", "state": "present", "nodes": 3, "name": "openpolicy-local", "kubeconfig": "/k"}
+CLUSTER_CASES = {
+    "no nodes": ({"nodes": 0}, True, ["k8s_cluster_nodes: expected a whole number from 1 to 1000, got 0"]),
+    "too many nodes": ({"nodes": 1001}, True, ["k8s_cluster_nodes: expected a whole number from 1 to 1000, got 1001"]),
+    "existing ignores nodes": ({"provider": "existing", "nodes": 0}, True, []),
+    "bad name": (
+        {"name": "Open_Policy"},
+        True,
+        ["k8s_cluster_name: expected lowercase letters, digits and '-' (at most 40), got Open_Policy"],
+    ),
+    "name of 41": (
+        {"name": "a" * 41},
+        True,
+        [f"k8s_cluster_name: expected lowercase letters, digits and '-' (at most 40), got {'a' * 41}"],
+    ),
+    "missing kubeconfig": (
+        {"provider": "existing"},
+        False,
+        [
+            "k8s_cluster_kubeconfig: /k does not exist; provider existing expects the path of a kubeconfig file "
+            "for the cluster"
+        ],
+    ),
+    "kwok needs no kubeconfig yet": ({}, False, []),
+    "remove existing": (
+        {"provider": "existing", "state": "absent"},
+        True,
+        ["k8s_cluster_state: absent is only for provider kwok; the toolkit never deletes an existing cluster"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLUSTER_CASES))
+def test_cluster_inputs_name_the_setting_and_the_form(case: str):
+    changed, kubeconfig_is_file, expected = CLUSTER_CASES[case]
+    assert inputs.cluster_input_errors(CLUSTER | changed, kubeconfig_is_file) == expected
+
+
+def test_namespace_and_secret_inputs_name_the_setting_and_the_form():
+    assert inputs.namespace_input_errors("openpolicy-local") == []
+    assert inputs.namespace_input_errors("Openpolicy") == [
+        "platform_baseline_namespace: expected a DNS label (lowercase letters, digits and '-', at most 63), "
+        "got Openpolicy"
+    ]
+    good = {"backend": "file", "kv_url": "", "kv_path": "", "password_length": 32, "passphrase_length": 48}
+    assert inputs.secret_input_errors(good | {"password_min_length": 16}) == []
+    assert inputs.secret_input_errors(good | {"password_min_length": 30}) == [
+        "secrets_password_length/secrets_passphrase_length/secrets_password_min_length: generated passwords must "
+        "meet the minimum (>= 12), passphrases twice it; got 32/48/30"
+    ]
+    assert inputs.secret_input_errors(
+        good | {"password_min_length": 16, "backend": "vault", "kv_url": "vault:8200"}
+    ) == ["secrets_kv_url/secrets_kv_path: secrets_backend vault needs an http(s) URL and a path, got vault:8200 "]
