@@ -79,12 +79,16 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     """The script's figures, from one run shared by the tests below (a cache folder of its own)."""
+    return run_script(SCRIPT, tmp_path_factory.mktemp("cache"))
+
+
+def run_script(script: str, cache_folder: Path) -> dict:
+    """A script's last line of JSON, run in a process of its own with `cache_folder` as
+    OPENPOLICY_CACHE."""
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=REPO,
-        env=toolchain_env(
-            PYTHONPATH=str(REPO / ".collections"), OPENPOLICY_CACHE=str(tmp_path_factory.mktemp("cache"))
-        ),
+        env=toolchain_env(PYTHONPATH=str(REPO / ".collections"), OPENPOLICY_CACHE=str(cache_folder)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -153,18 +157,8 @@ print(json.dumps({"out": out, "compiles": compiles, "file": str(cache.cache_file
 """
 
 
-def kept_run(cache_folder) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", KEPT_SCRIPT],
-        cwd=REPO,
-        env=toolchain_env(PYTHONPATH=str(REPO / ".collections"), OPENPOLICY_CACHE=str(cache_folder)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.splitlines()[-1])
+def kept_run(cache_folder: Path) -> dict:
+    return run_script(KEPT_SCRIPT, cache_folder)
 
 
 def kept_texts(path: str) -> set[str]:
