@@ -260,7 +260,8 @@ MIN_PASSWORD_LENGTH = 12
 
 
 def _as_int(value: Any) -> int:
-    """A number as Jinja's int filter reads it (0 when it is none)."""
+    """A number as Jinja's int filter reads it (0 when it is none): the generated lengths are
+    compared with each other, not with bounds (_whole)."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -278,7 +279,7 @@ def cluster_input_errors(inputs: dict, kubeconfig_is_file: bool) -> list[str]:
     provider, state = inputs.get("provider"), inputs.get("state")
     errors = []
     nodes = inputs.get("nodes")
-    if provider == "kwok" and not 1 <= _as_int(nodes) <= 1000:
+    if provider == "kwok" and not _whole(nodes, 1, 1000):
         errors.append(f"k8s_cluster_nodes: expected a whole number from 1 to 1000, got {nodes}")
     name = inputs.get("name")
     if not matches(CLUSTER_NAME, name):
