@@ -126,25 +126,41 @@ def labelled_release(item: dict, labels: dict | None) -> dict | None:
     return {"history": [entry], "deployed": entry, "current": int(revision)}
 
 
-def storage_labels(listing: dict | str) -> dict[str, dict]:
-    """{release name: labels} of a `kubectl get secrets -l owner=helm,status=deployed -o json`
-    (Helm's storage objects of the deployed revisions: their labels only)."""
+def secret_table(text: str) -> list[dict]:
+    """The Secrets of a `kubectl get secrets --show-labels --no-headers` (the API server's table:
+    NAME TYPE DATA AGE LABELS, made from each Secret's metadata: no Secret's data is sent, where
+    `-o json` sent every value, Helm's storage objects some 45 KB of release record each), as
+    [{"kind": "Secret", "metadata": {"name", "labels"}}]. No label key or value holds a space
+    or a comma, nor a value an equals sign."""
+    items = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        pairs = [] if fields[-1] == "<none>" else [pair.split("=", 1) for pair in fields[-1].split(",")]
+        labels = {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+        items.append({"kind": "Secret", "metadata": {"name": fields[0], "labels": labels}})
+    return items
+
+
+def storage_labels(secrets: list[dict]) -> dict[str, dict]:
+    """{release name: labels} of the Secrets read by secret_table (Helm's storage objects of the
+    deployed revisions: their labels only)."""
     out = {}
-    for item in _items(listing):
+    for item in secrets:
         labels = (item.get("metadata") or {}).get("labels") or {}
         if labels.get("owner") == "helm" and labels.get("name") and labels.get("status") == "deployed":
             out[labels["name"]] = labels
     return out
 
 
-def namespace_objects(listing: dict | str) -> dict:
-    """From one `kubectl get secrets,deployments,configmaps -o json` of a namespace: its
-    Deployments and ConfigMaps as one List ("listing", what namespace_state reads) and the names
-    of its Secrets ("secret_names"); no Secret's data is kept."""
-    items = _items(listing)
+def namespace_objects(listing: dict | str, secrets: list[dict]) -> dict:
+    """From a `kubectl get deployments,configmaps -o json` of a namespace and its Secrets (names
+    and labels, secret_table): its Deployments and ConfigMaps as one List ("listing", what
+    namespace_state reads) and the names of its Secrets ("secret_names")."""
     return {
-        "listing": {"apiVersion": "v1", "kind": "List", "items": [i for i in items if i.get("kind") != "Secret"]},
-        "secret_names": sorted(i["metadata"]["name"] for i in items if i.get("kind") == "Secret"),
+        "listing": {"apiVersion": "v1", "kind": "List", "items": _items(listing)},
+        "secret_names": sorted(item["metadata"]["name"] for item in secrets),
     }
 
 

@@ -42,16 +42,18 @@ options:
   labelled:
     description: "Trust the labels a deploy records on each revision it makes
       (module_utils/release_state.py digest_labels): one C(kubectl get secrets -l
-      owner=helm,status=deployed) reads them for every release (labels only, nothing is
-      decoded), and only a release without labels made for its latest, deployed revision is read
-      with helm history and helm get values. Its history then holds the deployed entry only."
+      owner=helm,status=deployed --show-labels) reads them for every release (the API server's
+      table of names and labels: no release record is sent), and only a release without labels
+      made for its latest, deployed revision is read with helm history and helm get values. Its
+      history then holds the deployed entry only."
     type: bool
     default: false
   namespace_objects:
-    description: "Read the namespace's Secrets, Deployments and ConfigMaps in one C(kubectl get)
-      beside C(helm list) (with O(labelled), the call that reads the labels) and return
-      them as RV(listing) (Deployments and ConfigMaps only) and RV(secret_names): what a no-op
-      deploy needs to prove that nothing is to do, and what the summary shows, in two calls."
+    description: "Read the namespace's Deployments and ConfigMaps (one C(kubectl get -o json)) and
+      the names and labels of its Secrets (the table of C(kubectl get secrets --show-labels),
+      which with O(labelled) gives the labels too: no Secret's data is sent) beside C(helm list),
+      and return them as RV(listing) (Deployments and ConfigMaps) and RV(secret_names): what a
+      no-op deploy needs to prove that nothing is to do, and what the summary shows, at once."
     type: bool
     default: false
   kinds:
@@ -135,20 +137,28 @@ def main() -> None:
 
     labelled = params["labelled"] and not params["full_history"]
     kubectl = release_state.cli_prefix(params, params["kubectl"])
-    if params["namespace_objects"]:
-        # Every Secret (Helm's storage objects among them), Deployment and ConfigMap in one call.
-        read = [*kubectl, "get", "secrets,deployments,configmaps", "-o", "json"]
-    else:
-        read = [*kubectl, "get", "secrets", "--selector", "owner=helm,status=deployed", "-o", "json"]
+    # The Secrets' names and labels only, as the API server's table (release_state.secret_table):
+    # every Secret of the namespace, or Helm's storage objects of the deployed revisions.
+    secrets = [*kubectl, "get", "secrets", "--show-labels", "--no-headers"]
+    if not params["namespace_objects"]:
+        secrets += ["--selector", "owner=helm,status=deployed"]
+
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         # Helm 4 has no --all: without a state flag, `helm list` shows the releases of every state
-        # (failed and pending included). The labels are read at the same time.
+        # (failed and pending included). The labels and the namespace's objects are read at the
+        # same time.
         listed = pool.submit(helm, "list", "--output", "json")
-        stored = pool.submit(module.run_command, read) if labelled or params["namespace_objects"] else None
+        stored = pool.submit(module.run_command, secrets) if labelled or params["namespace_objects"] else None
+        objects = (
+            pool.submit(module.run_command, [*kubectl, "get", "deployments,configmaps", "-o", "json"])
+            if params["namespace_objects"]
+            else None
+        )
         kinds = params["kinds"]
         other = pool.submit(module.run_command, [*kubectl, "get", ",".join(kinds), "-o", "json"]) if kinds else None
         listing = listed.result() or []
         rc, out, err = stored.result() if stored else (1, "", "")
+        objects_rc, objects_out, objects_err = objects.result() if objects else (0, "", "")
         other_rc, other_out, other_err = other.result() if other else (0, "", "")
     if other_rc != 0:
         module.fail_json(msg=f"kubectl get {','.join(kinds)}: {' '.join(other_err.split())}", rc=other_rc)
@@ -169,13 +179,14 @@ def main() -> None:
 
     extra = {"objects": json.loads(other_out)} if kinds else {}
     if params["namespace_objects"]:
-        if rc != 0:
-            module.fail_json(msg=f"kubectl get: {' '.join(err.split())}", rc=rc)
-        extra |= release_state.namespace_objects(out)
+        for failed_rc, failed_err in ((rc, err), (objects_rc, objects_err)):
+            if failed_rc != 0:
+                module.fail_json(msg=f"kubectl get: {' '.join(failed_err.split())}", rc=failed_rc)
+        extra |= release_state.namespace_objects(objects_out, release_state.secret_table(out))
     releases = {}
     if labelled and names:
         # No labels to read (another storage driver, no right to list Secrets): every release the slow way.
-        labels = release_state.storage_labels(out) if rc == 0 else {}
+        labels = release_state.storage_labels(release_state.secret_table(out)) if rc == 0 else {}
         by_name = {item["name"]: item for item in listing}
         for name in names:
             found = release_state.labelled_release(by_name[name], labels.get(name))

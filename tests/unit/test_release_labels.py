@@ -82,12 +82,37 @@ def test_other_labels_are_not_trusted(item: dict, labels: dict | None):
     assert release_state.labelled_release(item, (labels or {}).get("metadata", {}).get("labels")) is None
 
 
-def test_storage_labels_by_release_and_one_object_listing():
+def table(items: list[dict]) -> str:
+    """Secrets as `kubectl get secrets --show-labels --no-headers` prints them (kubectl 1.36)."""
+    lines = []
+    for item in items:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(item["metadata"].get("labels", {}).items())) or "<none>"
+        kind = "helm.sh/release.v1" if item["metadata"]["name"].startswith("sh.helm.") else "Opaque"
+        lines.append(f"{item['metadata']['name']:<45}{kind:<21}1     26m   {labels}")
+    return "\n".join(lines) + "\n"
+
+
+def test_secret_table_reads_names_and_labels():
+    # Two lines as kubectl 1.36 printed them from the local cluster.
+    text = (
+        "sh.helm.release.v1.search-service.v1         helm.sh/release.v1   1     26m   modifiedAt=1796557645,"
+        "name=search-service,openpolicy.dev/values-revision=1,owner=helm,status=deployed,version=1\n"
+        "nolabels                                     Opaque               1     0s    <none>\n"
+    )
+    found = release_state.secret_table(text)
+    assert [item["metadata"]["name"] for item in found] == ["sh.helm.release.v1.search-service.v1", "nolabels"]
+    assert found[0]["metadata"]["labels"]["openpolicy.dev/values-revision"] == "1"
+    assert found[0]["metadata"]["labels"]["status"] == "deployed"
+    assert found[1]["metadata"]["labels"] == {}
+    assert release_state.secret_table("") == []
+
+
+def test_storage_labels_by_release():
     one = storage("auth-service", 3, {"x": "y"})
-    assert release_state.storage_labels(json.dumps(one))["auth-service"]["x"] == "y"
-    both = {"items": [one, storage("api-gateway", 1, {})]}
+    both = release_state.secret_table(table([one, storage("api-gateway", 1, {})]))
+    assert release_state.storage_labels(both)["auth-service"]["x"] == "y"
     assert sorted(release_state.storage_labels(both)) == ["api-gateway", "auth-service"]
-    assert release_state.storage_labels("") == {}
+    assert release_state.storage_labels([]) == {}
 
 
 FAKE = r"""#!/usr/bin/env python3
@@ -97,7 +122,7 @@ with open(os.path.join(os.path.dirname(sys.argv[0]), "calls"), "a") as log:
     log.write(json.dumps([os.path.basename(sys.argv[0]), *args]) + "\n")
 state = json.load(open(os.path.join(os.path.dirname(sys.argv[0]), "state.json")))
 if os.path.basename(sys.argv[0]) == "kubectl":
-    print(json.dumps({"kind": "List", "items": state["storage"]}))
+    print(state["table"], end="")
 elif "list" in args:
     print(json.dumps(state["list"]))
 elif "history" in args:
@@ -120,6 +145,7 @@ def test_module_reads_only_the_releases_without_trusted_labels(tmp_path):
         "list": [listed("auth-service", 3), listed("api-gateway", 1)],
         "storage": [storage("auth-service", 3, labels), storage("api-gateway", 1, {})],
     }
+    state["table"] = table(state["storage"])
     (tmp_path / "state.json").write_text(json.dumps(state))
     module_args = {
         "namespace": "ns",
