@@ -37,23 +37,48 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The roles whose tasks/validate.yml calls no rule but those of role_errors, those that also
-# need the service catalog, and k8s_cluster (rules_cover_validate_tasks).
-ROLES_WITH_RULES = frozenset((*monitoring_inputs.RULES, "platform_baseline", "secrets"))
+# need the service catalog, k8s_cluster and pgbackrest (rules_cover_validate_tasks).
+ROLES_WITH_RULES = frozenset((*monitoring_inputs.RULES, "platform_baseline", "secrets", "podman_hosts"))
+# What role_errors reads of each podman host (inputs.host_problems).
+PODMAN_HOST_SETTINGS = ("ansible_connection", "ansible_host", "ansible_user", "ansible_port", "podman_host_flavor")
 ROLES_WITH_CATALOG_RULES = frozenset(("service_releases", "release_set"))
-# The settings those rules read (without the role's prefix).
+# The settings those rules read (without the role's prefix): with one of them unknown here (a fact
+# set later in the run), the rules are not checked and the role's validate tasks run.
 RULE_SETTINGS = {
     "k8s_cluster": ("provider", "state", "nodes", "name", "kubeconfig"),
     "platform_baseline": ("namespace",),
     "secrets": ("backend", "kv_url", "kv_path", "password_length", "passphrase_length", "password_min_length"),
+    "podman_hosts": ("groups", "ssh_address", "ssh_user", "default_flavor"),
+    "pgbackrest": (
+        "stanza",
+        "db_group",
+        "repo_group",
+        "scratch_group",
+        *inputs.BACKUP_SCHEDULES,
+        "restore_host",
+        "restore_set",
+        "restore_target_time",
+    ),
 }
+# Settings the rules read that the entry point checked here does not declare: pgbackrest's
+# `validate` leaves out the passphrase (the secrets role may read it only later), which its
+# validate.yml checks when it is known.
+RULE_EXTRA_SETTINGS = {"pgbackrest": ("pgbackrest_repo_cipher_pass",)}
 
 
-def rules_cover_validate_tasks(role: str, catalog: dict, control_is_local: bool) -> bool:
-    """Whether role_errors checks every rule of the role's tasks/validate.yml (the same functions
-    of module_utils/inputs.py and monitoring_inputs.py): the preflight then skips those tasks.
-    k8s_cluster's looks for a kubeconfig on the control host: here only when that is this machine."""
+def rules_cover_validate_tasks(role: str, catalog: dict, control_is_local: bool, values: dict[str, Any]) -> bool:
+    """Whether role_errors checked every rule of the role's tasks/validate.yml (the same functions
+    of module_utils/inputs.py and monitoring_inputs.py), given the role's values worked out here:
+    the preflight then skips those tasks. k8s_cluster's looks for a kubeconfig on the control host:
+    here only when that is this machine; pgbackrest's compare a backup set or a target time with
+    the repository: only when neither is asked for."""
+    own = _role_inputs(role, values)
+    if any(name not in own for name in RULE_SETTINGS.get(role, ())):
+        return False
     if role == "k8s_cluster":
         return control_is_local
+    if role == "pgbackrest":
+        return not own["restore_set"] and not own["restore_target_time"]
     return role in ROLES_WITH_RULES or (bool(catalog) and role in ROLES_WITH_CATALOG_RULES)
 
 
@@ -65,10 +90,13 @@ def role_errors(
     *,
     secrets_known: bool = True,
     control_is_local: bool = False,
+    groups: dict | None = None,
+    hosts: dict[str, dict] | None = None,
 ) -> list[str]:
     """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
     secrets_known: the secrets role has read the vault (a missing secret is then a problem);
-    control_is_local: the control host is this machine (its kubeconfig is a file here)."""
+    control_is_local: the control host is this machine (its kubeconfig is a file here); groups: the
+    inventory's {group: hosts}; hosts: {podman host: its PODMAN_HOST_SETTINGS that are set}."""
     own = _role_inputs(role, values)
     if role in monitoring_inputs.RULES:
         return monitoring_inputs.problems(role, own, secrets_known)
@@ -81,6 +109,12 @@ def role_errors(
         return inputs.namespace_input_errors(own.get("namespace"))
     if role == "secrets":
         return inputs.secret_input_errors(own)
+    if role == "pgbackrest":
+        return inputs.backup_input_errors(own, groups or {})
+    if role == "podman_hosts":
+        hosts = hosts or {}
+        flavors = {name: settings.get("podman_host_flavor", own["default_flavor"]) for name, settings in hosts.items()}
+        return inputs.host_problems(hosts, flavors, own["ssh_address"], own["ssh_user"])
     if role == "k8s_cluster" and control_is_local:
         kubeconfig = str(own.get("kubeconfig") or "")
         return inputs.cluster_input_errors(own, bool(kubeconfig) and Path(kubeconfig).expanduser().is_file())
@@ -142,14 +176,17 @@ class ActionModule(ActionBase):
         )
         return role, dict(entry.get("options") or {}), dict(defaults or {})
 
-    def _check_role(self, target: str, task_vars: dict, labels: dict, catalog: dict, chart_keys: list) -> list[str]:
+    def _check_role(
+        self, target: str, task_vars: dict, labels: dict, catalog: dict, chart_keys: list
+    ) -> tuple[list[str], bool]:
+        """The problems with one role's inputs, and whether the rules checked cover its validate tasks."""
         role, options, defaults = self._spec(target)
         variables = combine_vars(defaults, task_vars)
         templar = self._templar.copy_with_new_env(available_variables=variables)
         values: dict[str, Any] = {}
         errors: list[str] = []
         skipped: set[str] = set()
-        for name in options:
+        for name in (*options, *RULE_EXTRA_SETTINGS.get(role, ())):
             if name not in variables:
                 continue
             try:
@@ -175,6 +212,10 @@ class ActionModule(ActionBase):
                 errors.append(inputs.spec_error(name, labels.get(name, name), attrs, values[name]))
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
+        hosts = self._podman_hosts(values, task_vars) if role == "podman_hosts" else None
+        if role == "podman_hosts" and hosts is None:
+            # A host's login could not be worked out here: the role's validate tasks check it.
+            values.pop("podman_hosts_groups", None)
         if not errors:
             errors += role_errors(
                 role,
@@ -183,8 +224,26 @@ class ActionModule(ActionBase):
                 chart_keys,
                 secrets_known=self._secrets_read,
                 control_is_local=self._control_is_local,
+                groups=task_vars.get("groups"),
+                hosts=hosts,
             )
-        return errors
+        return errors, rules_cover_validate_tasks(role, catalog, self._control_is_local, values)
+
+    @staticmethod
+    def _podman_hosts(values: dict[str, Any], task_vars: dict) -> dict[str, dict] | None:
+        """{host: its PODMAN_HOST_SETTINGS that are set} of the podman hosts (the hosts of
+        podman_hosts_groups, as the role's validate.yml collects them), or None when a value
+        cannot be worked out."""
+        groups, hostvars = task_vars.get("groups") or {}, task_vars.get("hostvars") or {}
+        names = [host for group in values.get("podman_hosts_groups") or [] for host in groups.get(group) or []]
+        try:
+            return {
+                host: {key: hostvars[host][key] for key in PODMAN_HOST_SETTINGS if key in hostvars[host]}
+                for host in dict.fromkeys(names)
+                if host in hostvars
+            }
+        except AnsibleError:
+            return None
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -198,17 +257,17 @@ class ActionModule(ActionBase):
         self._secrets_read = bool(args.get("secrets_read"))
         self._control_is_local = str(task_vars.get("ansible_connection", "")) == "local"
         errors: list[str] = []
+        # The roles whose validate tasks would only repeat what was checked here (every entry
+        # point of a role named more than once).
+        covered: dict[str, bool] = {}
         for role in args.get("roles") or []:
-            for line in self._check_role(role, task_vars, labels, catalog, chart_keys):
-                if line not in errors:
-                    errors.append(line)
+            found, covers = self._check_role(role, task_vars, labels, catalog, chart_keys)
+            errors += [line for line in dict.fromkeys(found) if line not in errors]
+            name = role.partition(":")[0]
+            covered[name] = covered.get(name, True) and covers
         result["changed"] = False
         result["errors"] = errors
-        # The roles whose validate tasks would only repeat what was checked here.
-        names = {role.partition(":")[0] for role in args.get("roles") or []}
-        result["covered"] = sorted(
-            name for name in names if rules_cover_validate_tasks(name, catalog, self._control_is_local)
-        )
+        result["covered"] = sorted(name for name, covers in covered.items() if covers)
         if errors:
             result["failed"] = True
             result["msg"] = "\n".join(f"preflight: {line}" for line in errors)

@@ -29,6 +29,7 @@ class FilterModule:
             "openpolicy_cluster_input_errors": inputs.cluster_input_errors,
             "openpolicy_namespace_input_errors": inputs.namespace_input_errors,
             "openpolicy_secret_input_errors": inputs.secret_input_errors,
+            "openpolicy_backup_input_errors": inputs.backup_input_errors,
             "openpolicy_previous_revision": release_state.previous_revision,
             "openpolicy_failed_upgrade": release_state.failed_upgrade,
             "openpolicy_helm_error": release_state.helm_error,

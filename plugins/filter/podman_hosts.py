@@ -11,13 +11,17 @@ the two outputs separated by a line ``---``. From that read:
   otherwise is not current, and the role starts it the usual way.
 
 And from the inventory, before anything is read: ``podman_hosts_problems``, one line per bad
-setting of every podman host at once (flavor, SSH login, port).
+setting of every podman host at once (flavor, SSH login, port: module_utils/inputs.py).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+# The check of the inventory is one of the preflight's rules (module_utils/inputs.py); FLAVORS
+# is named here too, beside what the images are built from (tests/unit compare the two).
+from ansible_collections.openpolicy.deploy.plugins.module_utils.inputs import FLAVORS, host_problems  # noqa: F401
 
 
 def _split(read: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -63,45 +67,6 @@ def current_hosts(read: str, flavors: dict[str, str], repository: str, environme
         ):
             current.append(host)
     return sorted(current)
-
-
-# The images scripts/podman_images.py builds, one per flavor.
-FLAVORS = ("systemd", "db", "ha", "monitoring")
-SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh")
-
-
-def _port(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def host_problems(hosts: dict[str, Any], flavors: dict[str, str], address: str, user: str) -> list[str]:
-    """One line per bad setting of every podman host ({name: its hostvars}), naming the setting,
-    the host and what is expected: a flavor of FLAVORS, the SSH login every podman host shares
-    (`address`, `user`), and an unprivileged port no other podman host uses (they share the
-    machine's network). One check for all hosts: a loop of three asserts named only the first
-    bad host, and cost the preflight a task per host each."""
-    problems = []
-    ports = [_port(settings.get("ansible_port")) for settings in hosts.values()]
-    for name, settings in hosts.items():
-        flavor = flavors.get(name, "")
-        if flavor not in FLAVORS:
-            problems.append(f"podman_host_flavor of {name}: expected one of {', '.join(FLAVORS)}, got {flavor}")
-        login = tuple(
-            str(settings.get(key, default))
-            for key, default in (("ansible_connection", "ssh"), ("ansible_host", ""), ("ansible_user", ""))
-        )
-        if login[0] not in SSH_CONNECTIONS or login[1:] != (address, user):
-            problems.append(
-                f"ansible_connection/ansible_host/ansible_user of {name}: expected ssh, {address} and {user} "
-                f"for a podman host, got {', '.join(login)}"
-            )
-        port = _port(settings.get("ansible_port"))
-        if not (port.isdigit() and 1024 <= int(port) <= 65535 and ports.count(port) == 1):
-            problems.append(
-                f"ansible_port of {name}: expected a port from 1024 to 65535 that no other podman host uses "
-                f"(they share the host's network), got {port}"
-            )
-    return problems
 
 
 class FilterModule:

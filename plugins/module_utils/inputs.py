@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from ansible_collections.openpolicy.deploy.plugins.module_utils.catalog import plain
+from ansible_collections.openpolicy.deploy.plugins.module_utils.cron import cron_error
 
 VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?")
 WHOLE = re.compile(r"[1-9][0-9]*")
@@ -330,6 +331,91 @@ def secret_input_errors(inputs: dict) -> list[str]:
             f"got {password}/{passphrase}/{minimum}"
         )
     return errors
+
+
+# roles/pgbackrest: the repository's passphrase (at least 20 characters, no space or '#': the
+# configuration file's comment sign), the stanza, and the schedules its validate.yml checks.
+CIPHER_PASS = re.compile(r"[^\s#]{20,}")
+STANZA = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+BACKUP_SCHEDULES = ("schedule_full", "schedule_diff", "schedule_incr", "schedule_archive_status")
+
+
+def backup_input_errors(inputs: dict, groups: dict) -> list[str]:
+    """Every problem with roles/pgbackrest's settings that its argument spec cannot express and
+    that needs no look at the repository, one line each: {stanza, db_group, repo_group,
+    scratch_group, the four schedules, restore_host, and repo_cipher_pass when it is known};
+    groups: the inventory's {group: hosts}. The backup set and target time are checked by the
+    role's validate.yml (against the repository)."""
+    inputs, groups = plain(inputs), plain(groups or {})
+    errors = []
+    if "repo_cipher_pass" in inputs and not matches(CIPHER_PASS, inputs["repo_cipher_pass"]):
+        errors.append(
+            "pgbackrest_repo_cipher_pass: missing or too weak; expected at least 20 characters without "
+            "spaces or '#' (the local inventory generates it under credentials/)"
+        )
+    db_hosts = list(groups.get(inputs.get("db_group")) or [])
+    repo_group = inputs.get("repo_group")
+    repo_hosts = list(groups.get(repo_group) or [])
+    if db_hosts and len(repo_hosts) != 1:
+        errors.append(
+            f"pgbackrest_repo_group: expected exactly one host in group {repo_group} to hold the repository, "
+            f"got {len(repo_hosts)}"
+        )
+    for key in BACKUP_SCHEDULES:
+        value = str(inputs.get(key) or "")
+        reason = cron_error(value) if value else ""
+        if reason:
+            errors.append(f"pgbackrest_{key}: not a valid cron expression ({reason}), got '{value}'")
+    stanza = inputs.get("stanza")
+    if not matches(STANZA, stanza):
+        errors.append(f"pgbackrest_stanza: expected lowercase letters, digits, '_' and '-', got '{stanza}'")
+    host = str(inputs.get("restore_host") or "")
+    scratch_group = inputs.get("scratch_group")
+    if host and host not in db_hosts + list(groups.get(scratch_group) or []):
+        errors.append(
+            f"restore_host: {host} is in neither group {inputs.get('db_group')} nor {scratch_group}; a restore "
+            "overwrites data only on those hosts"
+        )
+    return errors
+
+
+# roles/podman_hosts: the images scripts/podman_images.py builds, one per flavor.
+FLAVORS = ("systemd", "db", "ha", "monitoring")
+SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh")
+
+
+def _port(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def host_problems(hosts: dict[str, Any], flavors: dict[str, str], address: str, user: str) -> list[str]:
+    """One line per bad setting of every podman host ({name: its hostvars}), naming the setting,
+    the host and what is expected: a flavor of FLAVORS, the SSH login every podman host shares
+    (`address`, `user`), and an unprivileged port no other podman host uses (they share the
+    machine's network). One check for all hosts: a loop of three asserts named only the first
+    bad host, and cost the preflight a task per host each."""
+    problems = []
+    ports = [_port(settings.get("ansible_port")) for settings in hosts.values()]
+    for name, settings in hosts.items():
+        flavor = flavors.get(name, "")
+        if flavor not in FLAVORS:
+            problems.append(f"podman_host_flavor of {name}: expected one of {', '.join(FLAVORS)}, got {flavor}")
+        login = tuple(
+            str(settings.get(key, default))
+            for key, default in (("ansible_connection", "ssh"), ("ansible_host", ""), ("ansible_user", ""))
+        )
+        if login[0] not in SSH_CONNECTIONS or login[1:] != (address, user):
+            problems.append(
+                f"ansible_connection/ansible_host/ansible_user of {name}: expected ssh, {address} and {user} "
+                f"for a podman host, got {', '.join(login)}"
+            )
+        port = _port(settings.get("ansible_port"))
+        if not (port.isdigit() and 1024 <= int(port) <= 65535 and ports.count(port) == 1):
+            problems.append(
+                f"ansible_port of {name}: expected a port from 1024 to 65535 that no other podman host uses "
+                f"(they share the host's network), got {port}"
+            )
+    return problems
 
 
 def _form(attrs: dict) -> str:

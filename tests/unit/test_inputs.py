@@ -5,13 +5,16 @@ the preflight (playbooks/preflight.yml on the control host only, nothing else is
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 from ansible_collections.openpolicy.deploy.plugins.module_utils import inputs
 
-from tests.helpers import REPO, failure_messages, run_playbook
+from tests.helpers import REPO, failure_messages, load_plugin, run_playbook
 from tests.unit.inventory_preflight import run_preflight
 
+rules_cover_validate_tasks = load_plugin("action", "preflight").rules_cover_validate_tasks
 CATALOG = yaml.safe_load((REPO / "catalog" / "services.yml").read_text())
 CHART_KEYS = list(
     yaml.safe_load((REPO / "charts" / "openpolicy-service" / "values.schema.json").read_text())["properties"]
@@ -163,8 +166,8 @@ def test_argument_spec_inputs_fail_in_one_line_naming_what_was_typed(case: str, 
 
 def test_the_preflight_runs_no_validate_task_that_repeats_the_rules_it_checked(tmp_path):
     """The rules of these roles are checked by the preflight's one task (plugins/action/preflight.py,
-    `covered`); their validate tasks, which call the same rules, are not run again. A role with
-    checks of its own in tasks (pgbackrest) is."""
+    `covered`); their validate tasks, which call the same rules, are not run again. pgbackrest's
+    run only for a backup set or a target time, which are checked against the repository."""
     roles = [
         "k8s_cluster",
         "platform_baseline",
@@ -176,8 +179,8 @@ def test_the_preflight_runs_no_validate_task_that_repeats_the_rules_it_checked(t
     ]
     result = run_preflight(REPO / "inventories" / "local", tmp_path, roles)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "pgbackrest : Check the stanza is a plain name" in result.stdout
     for repeated in (
+        "pgbackrest : Check the passphrase, the repository host, the schedules, the stanza and the restore host",
         "k8s_cluster : Check the node count, the cluster name, the kubeconfig and the state",
         "platform_baseline : Check the namespace is a DNS label",
         "service_releases : Check the services, versions, confirmation and limits",
@@ -240,3 +243,89 @@ def test_namespace_and_secret_inputs_name_the_setting_and_the_form():
     assert inputs.secret_input_errors(
         good | {"password_min_length": 16, "backend": "vault", "kv_url": "vault:8200"}
     ) == ["secrets_kv_url/secrets_kv_path: secrets_backend vault needs an http(s) URL and a path, got vault:8200 "]
+
+
+BACKUP = {
+    "stanza": "openpolicy",
+    "db_group": "db",
+    "repo_group": "backup",
+    "scratch_group": "db_scratch",
+    "schedule_full": "30 1 * * 0",
+    "schedule_diff": "",
+    "schedule_incr": "30 0,2-23 * * *",
+    "schedule_archive_status": "* * * * *",
+    "restore_host": "",
+    "repo_cipher_pass": "a-passphrase-of-24-chars",  # pragma: allowlist secret
+}
+GROUPS = {"db": ["db1"], "backup": ["backup1"], "db_scratch": ["scratch1"]}
+BACKUP_CASES = {
+    "weak passphrase": (
+        {"repo_cipher_pass": "short"},  # pragma: allowlist secret
+        GROUPS,
+        "pgbackrest_repo_cipher_pass: missing or too weak; expected at least 20 characters without spaces or '#'",
+    ),
+    "two repository hosts": (
+        {},
+        GROUPS | {"backup": ["backup1", "backup2"]},
+        "pgbackrest_repo_group: expected exactly one host in group backup to hold the repository, got 2",
+    ),
+    "bad schedule": (
+        {"schedule_incr": "61 * * * *"},
+        GROUPS,
+        "pgbackrest_schedule_incr: not a valid cron expression (minute field '61'",
+    ),
+    "stanza with capitals": ({"stanza": "OpenPolicy"}, GROUPS, "pgbackrest_stanza: expected lowercase letters"),
+    "restore host outside the groups": (
+        {"restore_host": "backup1"},
+        GROUPS,
+        "restore_host: backup1 is in neither group db nor db_scratch",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BACKUP_CASES))
+def test_backup_inputs_name_the_setting_and_the_form(case: str):
+    changed, groups, expected = BACKUP_CASES[case]
+    found = inputs.backup_input_errors(BACKUP | changed, groups)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_backup_inputs_pass_as_the_inventories_set_them():
+    assert inputs.backup_input_errors(BACKUP, GROUPS) == []
+    # No db host: no repository needed. A passphrase not read yet (the vault comes later) is no error.
+    assert inputs.backup_input_errors(BACKUP, {"backup": []}) == []
+    unknown = {key: value for key, value in BACKUP.items() if key != "repo_cipher_pass"}
+    assert inputs.backup_input_errors(unknown, GROUPS) == []
+    assert inputs.backup_input_errors(BACKUP | {"restore_host": "scratch1"}, GROUPS) == []
+
+
+def test_pgbackrest_validate_tasks_are_covered_only_without_a_set_or_a_time():
+    values = {f"pgbackrest_{key}": value for key, value in BACKUP.items()}
+    values |= {"pgbackrest_restore_set": "", "pgbackrest_restore_target_time": ""}
+    assert rules_cover_validate_tasks("pgbackrest", {}, False, values)
+    with_set = values | {"pgbackrest_restore_set": "20261126-013001F"}
+    assert not rules_cover_validate_tasks("pgbackrest", {}, False, with_set)
+    assert not rules_cover_validate_tasks(
+        "pgbackrest", {}, False, values | {"pgbackrest_restore_target_time": "2026-11-26 01:30:00+00"}
+    )
+    # A setting not known in the preflight (set later in the run): the role's tasks check it.
+    del values["pgbackrest_stanza"]
+    assert not rules_cover_validate_tasks("pgbackrest", {}, False, values)
+
+
+def test_the_preflight_checks_the_podman_hosts_in_its_one_task(tmp_path):
+    """The podman hosts' logins are checked by the preflight's own task (inputs.host_problems,
+    from every host's settings): a port two hosts share fails there, with the role's message,
+    and the role's validate tasks do not run."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(REPO / "inventories" / "local", inventory, ignore=shutil.ignore_patterns("credentials"))
+    hosts = inventory / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("ansible_port: 52202", "ansible_port: 52201"))
+    result = run_preflight(inventory, tmp_path / "run", ["podman_hosts"])
+    assert result.returncode != 0
+    messages = failure_messages(result)
+    assert any(
+        m.startswith("preflight: ansible_port of openpolicy-local-db1: expected a port from 1024 to 65535")
+        for m in messages
+    ), messages
+    assert "TASK [podman_hosts : Check every podman host's image flavor, SSH login and port]" not in result.stdout
