@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import local_cluster
 from tests.helpers import Kube, recap, run_playbook, toolchain_env
 
 SIMULATE = "openpolicy.dev/simulate"
@@ -80,6 +81,24 @@ def test_controller_manager_and_scheduler_hold_no_leader_lease(kube: Kube):
     """One of each, so no leader election: under load a missed lease renewal would stop them for good."""
     leases = {lease["metadata"]["name"] for lease in kube.json("get", "leases", "-n", "kube-system")["items"]}
     assert not leases & {"kube-controller-manager", "kube-scheduler"}, leases
+
+
+def test_a_rerun_reads_the_cluster_as_kubectl_does(kube: Kube, cluster_vars: dict):
+    """A rerun of `up` reads the version and the nodes on one connection of its own
+    (local_cluster.py api_reads): the same server, version and Ready nodes as kubectl."""
+    cluster = local_cluster.Cluster(
+        cluster_vars["k8s_cluster_name"],
+        Path(cluster_vars["k8s_cluster_workdir"]),
+        Path(cluster_vars["k8s_cluster_kubeconfig"]),
+    )
+    read = cluster.api_reads("/version", local_cluster.NODES_PATH)
+    assert read is not None
+    server, (version, nodes) = read
+    assert server == kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    assert version["gitVersion"] == json.loads(kube.run("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    listed = kube.json("get", "nodes", "-l", "openpolicy.dev/simulated-node=true")["items"]
+    assert sorted(local_cluster.readiness(nodes)) == sorted(node["metadata"]["name"] for node in listed)
+    assert sum(local_cluster.readiness(nodes).values()) == cluster_vars["k8s_cluster_nodes"]
 
 
 def test_second_run_changes_nothing(cluster_first_run, cluster_vars: dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import local_cluster
@@ -72,3 +74,44 @@ def test_command_line_rejects_bad_node_count_before_touching_anything(tmp_path, 
     assert local_cluster.main(["up", "--workdir", str(workdir), "--nodes", "abc"]) == 2
     assert "nodes: expected a whole number" in capsys.readouterr().err
     assert not workdir.exists()
+
+
+def test_readiness_reads_the_ready_condition_of_each_node():
+    nodes = {
+        "items": [
+            {"metadata": {"name": "c-node-0"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+            {"metadata": {"name": "c-node-1"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+            {"metadata": {"name": "c-node-2"}, "status": {}},
+        ]
+    }
+    assert local_cluster.readiness(nodes) == {"c-node-0": True, "c-node-1": False, "c-node-2": False}
+
+
+@pytest.mark.parametrize("case", ["certificates inline", "no server answers", "no such context"])
+def test_api_reads_leave_to_kubectl_what_they_cannot_read(tmp_path, case):
+    """A kubeconfig that is not one kwokctl writes, or a server that does not answer: None, and
+    `up` asks kubectl (which reads any kubeconfig) as before."""
+    user = {"client-certificate-data": "eA==", "client-key-data": "eA=="}
+    if case != "certificates inline":
+        for name in ("ca.crt", "admin.crt", "admin.key"):
+            (tmp_path / name).write_text("")
+        user = {"client-certificate": str(tmp_path / "admin.crt"), "client-key": str(tmp_path / "admin.key")}
+    config = {
+        "clusters": [
+            {
+                "name": "kwok-c",
+                "cluster": {"server": "https://127.0.0.1:1", "certificate-authority": str(tmp_path / "ca.crt")},
+            }
+        ],
+        "contexts": [
+            {
+                "name": "kwok-c" if case != "no such context" else "other",
+                "context": {"cluster": "kwok-c", "user": "kwok-c"},
+            }
+        ],
+        "users": [{"name": "kwok-c", "user": user}],
+    }
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps(config))
+    cluster = local_cluster.Cluster("c", tmp_path / "work", kubeconfig)
+    assert cluster.api_reads("/version", local_cluster.NODES_PATH) is None

@@ -27,15 +27,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +55,8 @@ NODE_READINESS = (
     "jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}"
 )
 MAX_NODES = 1000
+# The simulated nodes, as the API server lists them (what NODE_READINESS reads through kubectl).
+NODES_PATH = "/api/v1/nodes?labelSelector=" + urllib.parse.quote(NODE_LABEL)
 # kwok simulates the pods of a node only while it holds the node's Lease (kube-node-lease).
 # kwokctl's own 200 s lease meant that a restarted kwok controller (a new holder) waited up to
 # 200 s for the stopped one's leases to expire, trying again every 50 s: every pod stayed
@@ -337,11 +342,14 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        # A rerun finds the cluster serving: its nodes are read, and the two reads describe()
-        # makes run beside that read instead of after it (three kubectl calls in the time of one).
-        describing = self.describe_calls() if self.exists() and self.kubeconfig.is_file() else []
+        # A rerun finds the cluster serving: its version and nodes are read on one connection
+        # (api_reads). Where that cannot be done, its nodes are read with kubectl, and the two
+        # reads describe() makes run beside that read (three kubectl calls in the time of one).
+        existing = self.exists() and self.kubeconfig.is_file()
+        quick = self.api_reads("/version", NODES_PATH) if existing else None
+        describing = self.describe_calls() if existing and quick is None else []
         try:
-            nodes_ready = self.node_readiness() if describing else None
+            nodes_ready = readiness(quick[1][1]) if quick else self.node_readiness() if describing else None
         except ClusterError:
             nodes_ready = None
         if nodes_ready is None:
@@ -383,7 +391,7 @@ class Cluster:
             "changed": bool(changed),
             "actions": changed,
             "seconds": round(time.monotonic() - started, 1),
-            **self.describe(ready, describing),
+            **self.describe(ready, describing, quick if not changed else None),
         }
 
     def reconcile_nodes(self, wanted: int, have: set[str]) -> list[str]:
@@ -466,6 +474,38 @@ class Cluster:
         except ClusterError:
             return 0
 
+    def api_reads(self, *paths: str) -> tuple[str, list] | None:
+        """The server of the kubeconfig's context and the JSON of a GET of each of `paths`, on one
+        connection with the context's client certificate: a rerun's look at a serving cluster
+        without the three kubectl processes it took (some 0.15 CPU-s, a tenth of a second of
+        every run on two cores). None when the kubeconfig is not one kwokctl writes (certificates
+        in files) or the server did not answer 200: the caller then asks kubectl."""
+        try:
+            import yaml  # the bootstrap's virtualenv has it; without it, kubectl reads the kubeconfig
+
+            config = yaml.safe_load(self.kubeconfig.read_text()) or {}
+            context = next(item["context"] for item in config["contexts"] if item["name"] == self.context)
+            cluster = next(item["cluster"] for item in config["clusters"] if item["name"] == context["cluster"])
+            user = next(item["user"] for item in config["users"] if item["name"] == context["user"])
+            server = urllib.parse.urlsplit(cluster["server"])
+            tls = ssl.create_default_context(cafile=cluster["certificate-authority"])
+            tls.load_cert_chain(user["client-certificate"], user["client-key"])
+            connection = http.client.HTTPSConnection(server.hostname, server.port or 443, context=tls, timeout=10)
+            try:
+                answers = []
+                for path in paths:
+                    connection.request("GET", path, headers={"Accept": "application/json"})
+                    response = connection.getresponse()
+                    body = response.read()
+                    if response.status != 200:
+                        return None
+                    answers.append(json.loads(body))
+            finally:
+                connection.close()
+        except (ImportError, OSError, KeyError, TypeError, ValueError, StopIteration, http.client.HTTPException):
+            return None  # ssl.SSLError is an OSError
+        return cluster["server"], answers
+
     def describe_calls(self) -> list[subprocess.Popen]:
         # Two independent kubectl calls (one reads the kubeconfig, one asks the server) at once.
         return [
@@ -480,11 +520,17 @@ class Cluster:
     def finish_calls(calls: list[subprocess.Popen]) -> list[str]:
         return [call.communicate()[0] for call in calls]
 
-    def describe(self, ready: int | None = None, calls: list[subprocess.Popen] | None = None) -> dict:
-        """The cluster's name, context, server and version: from `calls` (describe_calls()) when
-        they were started already, with the cluster serving."""
-        server, version = self.finish_calls(calls or self.describe_calls())
-        server_version = json.loads(version).get("serverVersion", {}).get("gitVersion") if version else None
+    def describe(
+        self, ready: int | None = None, calls: list[subprocess.Popen] | None = None, read: tuple | None = None
+    ) -> dict:
+        """The cluster's name, context, server and version: from what api_reads("/version", ...)
+        returned (`read`), else from `calls` (describe_calls()) when they were started already,
+        with the cluster serving."""
+        if read:
+            server, server_version = read[0], read[1][0].get("gitVersion")
+        else:
+            server, version = self.finish_calls(calls or self.describe_calls())
+            server_version = json.loads(version).get("serverVersion", {}).get("gitVersion") if version else None
         return {
             "name": self.name,
             "context": self.context,
@@ -505,6 +551,17 @@ class Cluster:
         if self.kubeconfig.exists() and not self.kubeconfig.read_text().strip().count("server:"):
             self.kubeconfig.unlink()
         return {"changed": changed, "name": self.name}
+
+
+def readiness(node_list: dict) -> dict[str, bool]:
+    """Each node of a NodeList by name, and whether it is Ready (what node_readiness reads)."""
+    return {
+        item["metadata"]["name"]: any(
+            condition.get("type") == "Ready" and condition.get("status") == "True"
+            for condition in (item.get("status") or {}).get("conditions") or []
+        )
+        for item in node_list.get("items") or []
+    }
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
