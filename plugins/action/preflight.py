@@ -37,10 +37,8 @@ def _role_inputs(role: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The roles whose tasks/validate.yml calls no rule but those of role_errors, those that also
-# need the service catalog, k8s_cluster and pgbackrest (rules_cover_validate_tasks).
+# need the service catalog, then k8s_cluster and pgbackrest (rules_cover_validate_tasks).
 ROLES_WITH_RULES = frozenset((*monitoring_inputs.RULES, "platform_baseline", "secrets", "podman_hosts"))
-# What role_errors reads of each podman host (inputs.host_problems).
-PODMAN_HOST_SETTINGS = ("ansible_connection", "ansible_host", "ansible_user", "ansible_port", "podman_host_flavor")
 ROLES_WITH_CATALOG_RULES = frozenset(("service_releases", "release_set"))
 # The settings those rules read (without the role's prefix): with one of them unknown here (a fact
 # set later in the run), the rules are not checked and the role's validate tasks run.
@@ -64,6 +62,8 @@ RULE_SETTINGS = {
 # `validate` leaves out the passphrase (the secrets role may read it only later), which its
 # validate.yml checks when it is known.
 RULE_EXTRA_SETTINGS = {"pgbackrest": ("pgbackrest_repo_cipher_pass",)}
+# What role_errors reads of each podman host (inputs.host_problems).
+PODMAN_HOST_SETTINGS = ("ansible_connection", "ansible_host", "ansible_user", "ansible_port", "podman_host_flavor")
 
 
 def rules_cover_validate_tasks(role: str, catalog: dict, control_is_local: bool, values: dict[str, Any]) -> bool:

@@ -16,7 +16,8 @@ Usage (VERSIONS: the versions.toml whose pins name the built binaries in the cac
     local_cluster.py status --versions VERSIONS --workdir DIR [--name NAME] [--kubeconfig FILE]
 
 Shipped in roles/k8s_cluster/files (the role runs it on the control host); scripts/local_cluster.py
-is the thin CLI of `make status`. Only the standard library: it runs under any Python 3.11.
+is the thin CLI of `make status`. Only the standard library, and PyYAML where it reads YAML (the
+bootstrap's virtualenv has it): it runs under any Python 3.11.
 
 `up` and `down` are idempotent and say (with --json, as one JSON line) whether they
 changed anything, which is what the k8s_cluster role reports to Ansible.
