@@ -46,7 +46,7 @@ RULE_SETTINGS = {
     "k8s_cluster": ("provider", "state", "nodes", "name", "kubeconfig"),
     "platform_baseline": ("namespace",),
     "secrets": ("backend", "kv_url", "kv_path", "password_length", "passphrase_length", "password_min_length"),
-    "podman_hosts": ("groups", "ssh_address", "ssh_user", "default_flavor"),
+    "podman_hosts": ("groups", "ssh_address", "ssh_user", "default_flavor", "hosts"),
     "pgbackrest": (
         "stanza",
         "db_group",
@@ -62,7 +62,8 @@ RULE_SETTINGS = {
 # `validate` leaves out the passphrase (the secrets role may read it only later), which its
 # validate.yml checks when it is known.
 RULE_EXTRA_SETTINGS = {"pgbackrest": ("pgbackrest_repo_cipher_pass",)}
-# What role_errors reads of each podman host (inputs.host_problems).
+# What role_errors reads of each podman host (inputs.host_problems), worked out by the action as
+# one more value of the role, podman_hosts_hosts ({host: those of its settings that are set}).
 PODMAN_HOST_SETTINGS = ("ansible_connection", "ansible_host", "ansible_user", "ansible_port", "podman_host_flavor")
 
 
@@ -73,13 +74,18 @@ def rules_cover_validate_tasks(role: str, catalog: dict, control_is_local: bool,
     here only when that is this machine; pgbackrest's compare a backup set or a target time with
     the repository: only when neither is asked for."""
     own = _role_inputs(role, values)
-    if any(name not in own for name in RULE_SETTINGS.get(role, ())):
+    if not _settings_known(role, own):
         return False
     if role == "k8s_cluster":
         return control_is_local
     if role == "pgbackrest":
         return not own["restore_set"] and not own["restore_target_time"]
     return role in ROLES_WITH_RULES or (bool(catalog) and role in ROLES_WITH_CATALOG_RULES)
+
+
+def _settings_known(role: str, own: dict[str, Any]) -> bool:
+    """Whether every setting the role's rules read was worked out (RULE_SETTINGS)."""
+    return all(name in own for name in RULE_SETTINGS.get(role, ()))
 
 
 def role_errors(
@@ -91,19 +97,17 @@ def role_errors(
     secrets_known: bool = True,
     control_is_local: bool = False,
     groups: dict | None = None,
-    hosts: dict[str, dict] | None = None,
 ) -> list[str]:
     """The rules of module_utils/inputs.py (and monitoring_inputs.py) for the roles that have some.
     secrets_known: the secrets role has read the vault (a missing secret is then a problem);
     control_is_local: the control host is this machine (its kubeconfig is a file here); groups: the
-    inventory's {group: hosts}; hosts: {podman host: its PODMAN_HOST_SETTINGS that are set}."""
+    inventory's {group: hosts}."""
     own = _role_inputs(role, values)
     if role in monitoring_inputs.RULES:
         return monitoring_inputs.problems(role, own, secrets_known)
     # A rule whose settings are not all known yet (a fact another role sets) is left to the
     # role's own validate tasks when it starts, as the argument spec check leaves them.
-    needed = RULE_SETTINGS.get(role, ())
-    if any(name not in own for name in needed):
+    if not _settings_known(role, own):
         return []
     if role == "platform_baseline":
         return inputs.namespace_input_errors(own.get("namespace"))
@@ -112,7 +116,7 @@ def role_errors(
     if role == "pgbackrest":
         return inputs.backup_input_errors(own, groups or {})
     if role == "podman_hosts":
-        hosts = hosts or {}
+        hosts = own["hosts"]
         flavors = {name: settings.get("podman_host_flavor", own["default_flavor"]) for name, settings in hosts.items()}
         return inputs.host_problems(hosts, flavors, own["ssh_address"], own["ssh_user"])
     if role == "k8s_cluster" and control_is_local:
@@ -220,10 +224,10 @@ class ActionModule(ActionBase):
                 errors.append(inputs.spec_error(name, labels.get(name, name), attrs, values[name]))
             else:
                 values[name] = result.validated_parameters.get(name, values[name])
+        # Left unknown when a host's login cannot be worked out: the role's validate tasks check it.
         hosts = self._podman_hosts(values, task_vars) if role == "podman_hosts" else None
-        if role == "podman_hosts" and hosts is None:
-            # A host's login could not be worked out here: the role's validate tasks check it.
-            values.pop("podman_hosts_groups", None)
+        if hosts is not None:
+            values["podman_hosts_hosts"] = hosts
         if not errors:
             errors += role_errors(
                 role,
@@ -233,7 +237,6 @@ class ActionModule(ActionBase):
                 secrets_known=self._secrets_read,
                 control_is_local=self._control_is_local,
                 groups=task_vars.get("groups"),
-                hosts=hosts,
             )
         return errors, rules_cover_validate_tasks(role, catalog, self._control_is_local, values)
 

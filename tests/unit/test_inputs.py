@@ -329,3 +329,16 @@ def test_the_preflight_checks_the_podman_hosts_in_its_one_task(tmp_path):
         for m in messages
     ), messages
     assert "TASK [podman_hosts : Check every podman host's image flavor, SSH login and port]" not in result.stdout
+
+
+def test_podman_hosts_are_covered_only_when_every_hosts_settings_were_worked_out():
+    values = {
+        "podman_hosts_groups": ["db"],
+        "podman_hosts_ssh_address": "127.0.0.1",
+        "podman_hosts_ssh_user": "deploy",
+        "podman_hosts_default_flavor": "systemd",
+    }
+    hosts = {"db1": {"ansible_host": "127.0.0.1", "ansible_user": "deploy", "ansible_port": 52201}}
+    assert rules_cover_validate_tasks("podman_hosts", {}, False, values | {"podman_hosts_hosts": hosts})
+    # A host's login that could not be worked out in the preflight: the role's tasks check it.
+    assert not rules_cover_validate_tasks("podman_hosts", {}, False, values)
