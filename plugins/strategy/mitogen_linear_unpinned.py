@@ -12,6 +12,9 @@ It also keeps, across runs, what Mitogen prepares for each Python module it send
 the source compressed (and for Mitogen's own modules stripped of comments) and the list of the
 modules it imports, found by compiling it. Mitogen keeps these for one run only, so every run
 spent about 0.4 s of its first task on one host preparing the same 60-odd modules again.
+Likewise the code Mitogen compiles to list the ansible.module_utils a module imports: for every
+module a run uses (command, stat, helm_releases ...) it compiled the module and the same 46 files
+of ansible.module_utils again, some 45 ms each, while the task waited.
 
 And it runs the tasks that never reach a host (set_fact, assert, fail, debug, the includes,
 add_host, group_by, set_stats, include_vars, a role's argument spec check, the preflight's check
@@ -55,10 +58,12 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 
 import ansible_mitogen.affinity
 import ansible_mitogen.loaders
+import ansible_mitogen.module_finder
 import ansible_mitogen.strategy
 import mitogen
 import mitogen.core
@@ -105,23 +110,23 @@ def _cache_key(fullname: str, path: str, source: bytes) -> str:
     return hashlib.sha256(identity + b"\0" + source).hexdigest()
 
 
-def _read_entry(key: str) -> tuple[bytes, list[str]] | None:
+def _read_entry(key: str):
+    """What _write_entry kept under `key`, or None."""
     try:
-        compressed, related = marshal.loads((MODULE_CACHE / key).read_bytes())
+        return marshal.loads((MODULE_CACHE / key).read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return None
-    return compressed, related
 
 
-def _write_entry(key: str, compressed: bytes, related: list[str]) -> None:
+def _write_entry(key: str, value) -> None:
     # Written under a name of its own and renamed: a run beside this one never reads half an entry.
     try:
         MODULE_CACHE.mkdir(parents=True, exist_ok=True)
         partial = MODULE_CACHE / f"{key}.{os.getpid()}"
-        partial.write_bytes(marshal.dumps((compressed, related)))
+        partial.write_bytes(marshal.dumps(value))
         partial.replace(MODULE_CACHE / key)
     except OSError:
-        pass  # no cache this time: Mitogen's own answer is already in hand
+        pass  # no cache this time: the value is already in hand
 
 
 def _build_tuple_kept_across_runs(self, fullname):
@@ -135,9 +140,9 @@ def _build_tuple_kept_across_runs(self, fullname):
         return _MITOGEN_BUILD_TUPLE(self, fullname)
     key = _cache_key(fullname, path, source)
     entry = _read_entry(key)
-    if entry is None:
+    if not (isinstance(entry, tuple) and len(entry) == 2):
         built = _MITOGEN_BUILD_TUPLE(self, fullname)
-        _write_entry(key, bytes(built[3]), list(built[4]))
+        _write_entry(key, (bytes(built[3]), list(built[4])))
         return built
     self.policy.denied_raise(fullname)
     compressed, related = entry
@@ -154,6 +159,32 @@ def _build_tuple_kept_across_runs(self, fullname):
 
 _build_tuple_kept_across_runs.__wrapped__ = _MITOGEN_BUILD_TUPLE
 mitogen.master.ModuleResponder._build_tuple = _build_tuple_kept_across_runs
+
+# The code of each source Mitogen's module scan compiled in this run (it runs in the
+# multiplexer's process, one scan at a time), by the key of _compile_kept_across_runs.
+_COMPILED: dict[str, object] = {}
+
+
+def _compile_kept_across_runs(source, filename, mode, *more):
+    """compile() as Mitogen's module scan calls it (module_finder.scan: a module's source, then each
+    ansible.module_utils file it reaches, to list their imports), with the code kept for the run and
+    in MODULE_CACHE across runs: a code object depends only on the source, the name, the mode and
+    the Python. Any other call is compile's own."""
+    if more or not isinstance(source, bytes):
+        return compile(source, filename, mode, *more)
+    key = "code-" + hashlib.sha256(repr((sys.version, filename, mode)).encode() + b"\0" + source).hexdigest()
+    code = _COMPILED.get(key) or _read_entry(key)
+    if not isinstance(code, types.CodeType):
+        # Without the futures of this file: module_finder's own (absolute_import, division,
+        # print_function, unicode_literals) change nothing on Python 3.
+        code = compile(source, filename, mode, 0, True)
+        _write_entry(key, code)
+    _COMPILED[key] = code
+    return code
+
+
+# The scan looks compile up in its module's globals before the builtins.
+ansible_mitogen.module_finder.compile = _compile_kept_across_runs
 
 _Linear = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 

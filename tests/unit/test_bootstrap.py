@@ -696,6 +696,38 @@ def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_ru
         broker.join()
 
 
+def test_the_default_strategy_keeps_the_code_mitogens_module_scan_compiles_across_runs(tmp_path, monkeypatch):
+    """The scan of a module's ansible.module_utils imports compiles each file it reaches: the code
+    is kept (in memory and on disk), read back on the next run, and the scan's answer is the same."""
+    spec = importlib.util.spec_from_file_location(
+        "mitogen_linear_unpinned", REPO / "plugins" / "strategy" / "mitogen_linear_unpinned.py"
+    )
+    strategy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strategy)
+    import ansible.executor.module_common
+    from ansible_mitogen import module_finder
+
+    monkeypatch.setattr(strategy, "MODULE_CACHE", tmp_path)
+    module = REPO / "plugins" / "modules" / "release_tiers.py"
+    search = (ansible.executor.module_common._MODULE_UTILS_PATH,)
+
+    def scan():
+        return module_finder.scan("ansible_module_release_tiers", str(module), search)
+
+    monkeypatch.setattr(module_finder, "compile", compile, raising=False)
+    plain = scan()
+    monkeypatch.setattr(module_finder, "compile", strategy._compile_kept_across_runs)
+    first = scan()
+    written = {entry.name: entry.stat().st_mtime_ns for entry in tmp_path.iterdir()}
+    assert first == plain and any(name == "ansible.module_utils.basic" for name, _, _ in first)
+    assert len(written) == len(plain) + 1, "the module and each file it reaches"
+    strategy._COMPILED.clear()  # the next run: read from the files, not compiled or written again
+    assert scan() == plain
+    assert {entry.name: entry.stat().st_mtime_ns for entry in tmp_path.iterdir()} == written
+    assert strategy._compile_kept_across_runs("x = 1\n", "<str>", "exec") is not None, "a str source: compile's own"
+    assert len(list(tmp_path.iterdir())) == len(written)
+
+
 def test_list_names_the_tool_venvs_beside_the_main_venv():
     listed = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "bootstrap.py"), "--list"], text=True, capture_output=True, check=True
