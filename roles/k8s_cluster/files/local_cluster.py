@@ -43,6 +43,7 @@ import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 STAGES_DIR = Path(__file__).resolve().parent / "kwok-stages"
 # The cache `make bootstrap` builds into, one folder per tool and pinned version.
@@ -347,10 +348,11 @@ class Cluster:
         # (api_reads). Where that cannot be done, its nodes are read with kubectl, and the two
         # reads describe() makes run beside that read (three kubectl calls in the time of one).
         existing = self.exists() and self.kubeconfig.is_file()
-        quick = self.api_reads("/version", NODES_PATH) if existing else None
-        describing = self.describe_calls() if existing and quick is None else []
+        read = self.api_reads("/version", NODES_PATH) if existing else None
+        served = read and Served(server=read[0], version=read[1][0], nodes=read[1][1])
+        describing = self.describe_calls() if existing and served is None else []
         try:
-            nodes_ready = readiness(quick[1][1]) if quick else self.node_readiness() if describing else None
+            nodes_ready = readiness(served.nodes) if served else self.node_readiness() if describing else None
         except ClusterError:
             nodes_ready = None
         if nodes_ready is None:
@@ -392,7 +394,7 @@ class Cluster:
             "changed": bool(changed),
             "actions": changed,
             "seconds": round(time.monotonic() - started, 1),
-            **self.describe(ready, describing, quick if not changed else None),
+            **self.describe(ready, describing, served if not changed else None),
         }
 
     def reconcile_nodes(self, wanted: int, have: set[str]) -> list[str]:
@@ -522,13 +524,13 @@ class Cluster:
         return [call.communicate()[0] for call in calls]
 
     def describe(
-        self, ready: int | None = None, calls: list[subprocess.Popen] | None = None, read: tuple | None = None
+        self, ready: int | None = None, calls: list[subprocess.Popen] | None = None, served: Served | None = None
     ) -> dict:
-        """The cluster's name, context, server and version: from what api_reads("/version", ...)
-        returned (`read`), else from `calls` (describe_calls()) when they were started already,
+        """The cluster's name, context, server and version: from what up() read of the serving
+        cluster (`served`), else from `calls` (describe_calls()) when they were started already,
         with the cluster serving."""
-        if read:
-            server, server_version = read[0], read[1][0].get("gitVersion")
+        if served:
+            server, server_version = served.server, served.version.get("gitVersion")
         else:
             server, version = self.finish_calls(calls or self.describe_calls())
             server_version = json.loads(version).get("serverVersion", {}).get("gitVersion") if version else None
@@ -552,6 +554,14 @@ class Cluster:
         if self.kubeconfig.exists() and not self.kubeconfig.read_text().strip().count("server:"):
             self.kubeconfig.unlink()
         return {"changed": changed, "name": self.name}
+
+
+class Served(NamedTuple):
+    """What a rerun read of a serving cluster (api_reads): its server, /version and node list."""
+
+    server: str
+    version: dict
+    nodes: dict
 
 
 def readiness(node_list: dict) -> dict[str, bool]:
