@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.deploy_env import FAILED_UPGRADE, SERVICES, DeployEnv, failure_messages, output, release_hosts_changed
-from tests.helpers import Kube
+from tests.helpers import Kube, recap
 
 pytestmark = pytest.mark.cluster
 
@@ -216,3 +216,29 @@ def test_upgrade_and_rollback_over_replicas_another_manager_wrote(env: DeployEnv
     assert env.image_tag(service) == "1.4.2"
     ready, wanted = env.ready()[service]
     assert ready == wanted == 1
+
+
+def test_placeholder_secrets_serve_and_a_rerun_changes_nothing(
+    kube: Kube, cluster_vars: dict, tmp_path_factory: pytest.TempPathFactory
+):
+    """The local-only fallback (service_releases_placeholder_secrets): one Secret per service made
+    from passwords generated into the credentials folder, instead of the vault's. Delivered both
+    ways, a rerun replaced each with the other (changed=2 at every run)."""
+    placeholders = DeployEnv(
+        kube, cluster_vars, "openpolicy-e2e-placeholders", tmp_path_factory.mktemp("placeholder-credentials")
+    )
+    try:
+        cold = placeholders.deploy(service_releases_placeholder_secrets=True)
+        assert cold.returncode == 0, output(cold)
+        assert placeholders.serving() == dict.fromkeys(SERVICES, 1), placeholders.history()
+        secrets = kube.json("get", "secrets", "-n", placeholders.namespace, "-l", "openpolicy.dev/placeholder=true")[
+            "items"
+        ]
+        assert "auth-service-secrets" in {secret["metadata"]["name"] for secret in secrets}
+        before = placeholders.snapshot()
+        again = placeholders.deploy(service_releases_placeholder_secrets=True)
+        assert again.returncode == 0, output(again)
+        assert recap(again)["localhost"]["changed"] == 0, output(again)
+        assert placeholders.snapshot() == before
+    finally:
+        placeholders.remove()
