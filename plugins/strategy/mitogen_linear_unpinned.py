@@ -12,9 +12,10 @@ It also keeps, across runs, what Mitogen prepares for each Python module it send
 the source compressed (and for Mitogen's own modules stripped of comments) and the list of the
 modules it imports, found by compiling it. Mitogen keeps these for one run only, so every run
 spent about 0.4 s of its first task on one host preparing the same 60-odd modules again.
-Likewise the code Mitogen compiles to list the ansible.module_utils a module imports: for every
-module a run uses (command, stat, helm_releases ...) it compiled the module and the same 46 files
-of ansible.module_utils again, some 45 ms each, while the task waited.
+It keeps likewise the code Mitogen compiles to list the ansible.module_utils a module imports
+(_compile_kept_across_runs): for every module a run used (command, stat, helm_releases ...)
+Mitogen compiled the module and the same 46 files of ansible.module_utils again, some 45 ms
+each, while the task waited.
 
 And it runs the tasks that never reach a host (set_fact, assert, fail, debug, the includes,
 add_host, group_by, set_stats, include_vars, a role's argument spec check, the preflight's check
