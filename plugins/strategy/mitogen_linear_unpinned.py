@@ -166,13 +166,13 @@ mitogen.master.ModuleResponder._build_tuple = _build_tuple_kept_across_runs
 _COMPILED: dict[str, object] = {}
 
 
-def _compile_kept_across_runs(source, filename, mode, *more):
+def _compile_kept_across_runs(source, filename, mode, *more, **options):
     """compile() as Mitogen's module scan calls it (module_finder.scan: a module's source, then each
     ansible.module_utils file it reaches, to list their imports), with the code kept for the run and
     in MODULE_CACHE across runs: a code object depends only on the source, the name, the mode and
     the Python. Any other call is compile's own."""
-    if more or not isinstance(source, bytes):
-        return compile(source, filename, mode, *more)
+    if more or options or not isinstance(source, bytes):
+        return compile(source, filename, mode, *more, **options)
     key = "code-" + hashlib.sha256(repr((sys.version, filename, mode)).encode() + b"\0" + source).hexdigest()
     code = _COMPILED.get(key) or _read_entry(key)
     if not isinstance(code, types.CodeType):

@@ -85,15 +85,15 @@ def test_controller_manager_and_scheduler_hold_no_leader_lease(kube: Kube):
 
 def test_a_rerun_reads_the_cluster_as_kubectl_does(kube: Kube, cluster_vars: dict):
     """A rerun of `up` reads the version and the nodes on one connection of its own
-    (local_cluster.py api_reads): the same server, version and Ready nodes as kubectl."""
+    (local_cluster.py read_serving): the same server, version and Ready nodes as kubectl."""
     cluster = local_cluster.Cluster(
         cluster_vars["k8s_cluster_name"],
         Path(cluster_vars["k8s_cluster_workdir"]),
         Path(cluster_vars["k8s_cluster_kubeconfig"]),
     )
-    read = cluster.api_reads("/version", local_cluster.NODES_PATH)
-    assert read is not None
-    server, (version, nodes) = read
+    served = cluster.read_serving()
+    assert served is not None
+    server, version, nodes = served
     assert server == kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
     assert version["gitVersion"] == json.loads(kube.run("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
     listed = kube.json("get", "nodes", "-l", "openpolicy.dev/simulated-node=true")["items"]

@@ -666,14 +666,20 @@ def test_the_default_strategy_keeps_what_the_run_loaded_out_of_the_collectors_sc
         assert (threshold, frozen) == (700, 0), result.stdout
 
 
-def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_runs(tmp_path, monkeypatch):
-    """The compressed source and related modules of a module sent to a host: built and kept on the
-    first run, read back on the next (the same answer), made anew when the source changes."""
+def load_default_strategy():
+    """plugins/strategy/mitogen_linear_unpinned.py as a module of its own (loading it patches Mitogen)."""
     spec = importlib.util.spec_from_file_location(
         "mitogen_linear_unpinned", REPO / "plugins" / "strategy" / "mitogen_linear_unpinned.py"
     )
     strategy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(strategy)
+    return strategy
+
+
+def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_runs(tmp_path, monkeypatch):
+    """The compressed source and related modules of a module sent to a host: built and kept on the
+    first run, read back on the next (the same answer), made anew when the source changes."""
+    strategy = load_default_strategy()
     import mitogen.master
 
     monkeypatch.setattr(strategy, "MODULE_CACHE", tmp_path)
@@ -699,11 +705,7 @@ def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_ru
 def test_the_default_strategy_keeps_the_code_mitogens_module_scan_compiles_across_runs(tmp_path, monkeypatch):
     """The scan of a module's ansible.module_utils imports compiles each file it reaches: the code
     is kept (in memory and on disk), read back on the next run, and the scan's answer is the same."""
-    spec = importlib.util.spec_from_file_location(
-        "mitogen_linear_unpinned", REPO / "plugins" / "strategy" / "mitogen_linear_unpinned.py"
-    )
-    strategy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(strategy)
+    strategy = load_default_strategy()
     import ansible.executor.module_common
     from ansible_mitogen import module_finder
 

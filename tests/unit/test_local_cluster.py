@@ -88,7 +88,7 @@ def test_readiness_reads_the_ready_condition_of_each_node():
 
 
 @pytest.mark.parametrize("case", ["certificates inline", "no server answers", "no such context"])
-def test_api_reads_leave_to_kubectl_what_they_cannot_read(tmp_path, case):
+def test_read_serving_leaves_to_kubectl_what_it_cannot_read(tmp_path, case):
     """A kubeconfig that is not one kwokctl writes, or a server that does not answer: None, and
     `up` asks kubectl (which reads any kubeconfig) as before."""
     user = {"client-certificate-data": "eA==", "client-key-data": "eA=="}
@@ -114,4 +114,4 @@ def test_api_reads_leave_to_kubectl_what_they_cannot_read(tmp_path, case):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps(config))
     cluster = local_cluster.Cluster("c", tmp_path / "work", kubeconfig)
-    assert cluster.api_reads("/version", local_cluster.NODES_PATH) is None
+    assert cluster.read_serving() is None

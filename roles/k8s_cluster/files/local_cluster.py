@@ -345,11 +345,10 @@ class Cluster:
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         # A rerun finds the cluster serving: its version and nodes are read on one connection
-        # (api_reads). Where that cannot be done, its nodes are read with kubectl, and the two
+        # (read_serving). Where that cannot be done, its nodes are read with kubectl, and the two
         # reads describe() makes run beside that read (three kubectl calls in the time of one).
         existing = self.exists() and self.kubeconfig.is_file()
-        read = self.api_reads("/version", NODES_PATH) if existing else None
-        served = read and Served(server=read[0], version=read[1][0], nodes=read[1][1])
+        served = self.read_serving() if existing else None
         describing = self.describe_calls() if existing and served is None else []
         try:
             nodes_ready = readiness(served.nodes) if served else self.node_readiness() if describing else None
@@ -477,9 +476,9 @@ class Cluster:
         except ClusterError:
             return 0
 
-    def api_reads(self, *paths: str) -> tuple[str, list] | None:
-        """The server of the kubeconfig's context and the JSON of a GET of each of `paths`, on one
-        connection with the context's client certificate: a rerun's look at a serving cluster
+    def read_serving(self) -> Served | None:
+        """The server of the kubeconfig's context, its /version and its simulated nodes, read on
+        one connection with the context's client certificate: a rerun's look at a serving cluster
         without the three kubectl processes it took (some 0.15 CPU-s, a tenth of a second of
         every run on two cores). None when the kubeconfig is not one kwokctl writes (certificates
         in files) or the server did not answer 200: the caller then asks kubectl."""
@@ -496,7 +495,7 @@ class Cluster:
             connection = http.client.HTTPSConnection(server.hostname, server.port or 443, context=tls, timeout=10)
             try:
                 answers = []
-                for path in paths:
+                for path in ("/version", NODES_PATH):
                     connection.request("GET", path, headers={"Accept": "application/json"})
                     response = connection.getresponse()
                     body = response.read()
@@ -507,7 +506,8 @@ class Cluster:
                 connection.close()
         except (ImportError, OSError, KeyError, TypeError, ValueError, StopIteration, http.client.HTTPException):
             return None  # ssl.SSLError is an OSError
-        return cluster["server"], answers
+        version, nodes = answers
+        return Served(server=cluster["server"], version=version, nodes=nodes)
 
     def describe_calls(self) -> list[subprocess.Popen]:
         # Two independent kubectl calls (one reads the kubeconfig, one asks the server) at once.
@@ -557,7 +557,8 @@ class Cluster:
 
 
 class Served(NamedTuple):
-    """What a rerun read of a serving cluster (api_reads): its server, /version and node list."""
+    """What a rerun read of a serving cluster (Cluster.read_serving): its server, /version and
+    simulated nodes."""
 
     server: str
     version: dict
