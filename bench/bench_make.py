@@ -4,12 +4,16 @@
 - fresh: `make up` on an empty tool cache (a throwaway OPENPOLICY_CACHE, GOCACHE and
   GOMODCACHE), its build share (`make bootstrap`, `make images`) apart from site.yml;
 - no-op: the median of three more `make up`s with nothing to change (and the `changed=` they report);
-- test warm: `make test`, target by target (lint, test-unit, test-molecule, test-e2e).
+- test warm: `make test`, target by target (lint, test-unit, test-molecule, test-e2e);
+- CI cold (`--ci-cold`, off by default): `.ci/run` in a fresh clone of HEAD, as CI runs it, with
+  every cache it could find warm moved to a throwaway folder: the tool cache, Go's build and
+  module caches, XDG_CACHE_HOME (pip, Helm, Molecule) and podman's image storage. The Debian
+  packages stay installed (removing them would take the machine's podman away from it).
 
 Writes bench/results/make.json; a part skipped keeps its previous figures (each part carries
 the date it was measured). Heavy: run it under the machine's lock. Not part of `make test`.
 
-    flock /tmp/openpolicy-heavy.lock python bench/bench_make.py [--skip-fresh] [--skip-test]
+    flock /tmp/openpolicy-heavy.lock python bench/bench_make.py [--skip-fresh] [--skip-test] [--ci-cold]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,6 +155,61 @@ def test_warm() -> dict:
     return stamp(figures)
 
 
+def unmount_under(folder: Path) -> None:
+    """Unmount what podman left mounted under `folder` (overlay layers), deepest first."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{folder}/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def ci_cold() -> dict:
+    """`.ci/run` in a fresh clone with no cache warm: what CI costs on a new machine."""
+    work = Path(tempfile.mkdtemp(prefix="bench-ci-cold-"))
+    clone = work / "clone"
+    storage_conf = work / "storage.conf"
+    # The same driver as the machine's storage, in a folder of its own: the images are built
+    # again, and nothing the machine's own podman holds is read or touched.
+    storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n')
+    env = {
+        **os.environ,
+        "OPENPOLICY_CACHE": f"{work}/openpolicy",
+        "GOCACHE": f"{work}/go-build",
+        "GOMODCACHE": f"{work}/go-mod",
+        "XDG_CACHE_HOME": f"{work}/xdg-cache",
+        "CONTAINERS_STORAGE_CONF": str(storage_conf),
+    }
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / "bench-make-ci-cold.log"
+    try:
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
+        started = time.monotonic()
+        result = subprocess.run(
+            [".ci/run"], cwd=clone, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+        )
+        elapsed = time.monotonic() - started
+        log.write_text(result.stdout)
+        if result.returncode != 0:
+            tail = "\n".join(result.stdout.splitlines()[-30:])
+            raise SystemExit(f".ci/run failed after {elapsed:.0f} s (log: {log}):\n{tail}")
+    finally:
+        unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+    test = re.search(r"^ci: make test took (\d+)s$", result.stdout, re.MULTILINE)
+    make_test = float(test.group(1)) if test else elapsed
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True, capture_output=True, check=True
+    )
+    figures = {
+        "ci_run_s": round(elapsed, 1),
+        "make_test_s": make_test,
+        "build_share_s": round(elapsed - make_test, 1),
+        "commit": commit.stdout.strip(),
+    }
+    before = elapsed - make_test
+    print(f"CI cold (.ci/run):       {elapsed:7.1f} s   (make test {make_test:.0f} s; before it {before:.0f} s)")
+    return stamp(figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-fresh", action="store_true", help="no fresh make up (it builds for ~17 min)")
@@ -161,6 +221,7 @@ def main() -> None:
     parser.add_argument("--skip-noop", action="store_true", help="no no-op make up")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op make ups whose median is the figure (3)")
     parser.add_argument("--skip-test", action="store_true", help="no warm make test")
+    parser.add_argument("--ci-cold", action="store_true", help="also .ci/run in a fresh clone with no cache (~35 min)")
     args = parser.parse_args()
     previous = RESULTS / "make.json"
     figures = json.loads(previous.read_text())["figures"] if previous.exists() else {}
@@ -170,6 +231,8 @@ def main() -> None:
         figures["make_up_noop"] = noop(args.noop_runs)
     if not args.skip_test:
         figures["make_test_warm"] = test_warm()
+    if args.ci_cold:
+        figures["ci_cold"] = ci_cold()
     write_results("make", figures, notes="each part carries the date it was measured; skipped parts keep theirs")
 
 
