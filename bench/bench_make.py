@@ -229,7 +229,7 @@ def ci_cold() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-fresh", action="store_true", help="no fresh make up (it builds for ~17 min)")
+    parser.add_argument("--skip-fresh", action="store_true", help="no fresh make up (it builds for 11 to 13 min)")
     parser.add_argument(
         "--machine-is-fresh",
         action="store_true",
