@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--skip-noop", action="store_true", help="no no-op make up")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op make ups whose median is the figure (3)")
     parser.add_argument("--skip-test", action="store_true", help="no warm make test")
-    parser.add_argument("--ci-cold", action="store_true", help="also .ci/run in a fresh clone with no cache (~35 min)")
+    parser.add_argument("--ci-cold", action="store_true", help=".ci/run in a fresh clone, no cache (about 31 min)")
     args = parser.parse_args()
     previous = RESULTS / "make.json"
     figures = json.loads(previous.read_text())["figures"] if previous.exists() else {}
