@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -147,6 +148,16 @@ def failed_upgrade_to_previous(helm: list[str], kube: list[str], service: str, e
     return outcome["run"][0], served - appeared
 
 
+def tear_down(cluster: list[str], state: Path, keep: bool) -> None:
+    """The bench cluster down and its folder gone (the cluster's state, the bench's vault, the
+    values it wrote), unless the operator asked to keep them."""
+    if keep:
+        print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
+        return
+    run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the bench cluster up")
@@ -248,10 +259,7 @@ def main() -> None:
         }
         write_results("deploy", figures)
     finally:
-        if not args.keep:
-            run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
-        else:
-            print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
+        tear_down(cluster, state, keep=args.keep)
 
 
 if __name__ == "__main__":

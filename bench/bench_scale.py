@@ -301,6 +301,8 @@ def main() -> None:
     finally:
         if not args.keep:
             run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *bench.cluster_args])
+            # The cluster's state, the bench's vault, the catalogs and charts it generated.
+            shutil.rmtree(state, ignore_errors=True)
         else:
             print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
 
