@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.helm_loop import plain_helm_loop, run  # noqa: E402
+from bench.helm_loop import plain_helm_loop, run, tear_down  # noqa: E402
 from bench.results_file import single_core_seconds, write_results  # noqa: E402
 from tests.helpers import recap, run_playbook  # noqa: E402
 
@@ -146,16 +145,6 @@ def failed_upgrade_to_previous(helm: list[str], kube: list[str], service: str, e
     if appeared is None or served is None:
         raise SystemExit(f"failed upgrade: no rollback revision served ({outcome})")
     return outcome["run"][0], served - appeared
-
-
-def tear_down(cluster: list[str], state: Path, keep: bool) -> None:
-    """The bench cluster down and its folder gone (the cluster's state, the bench's vault, the
-    values it wrote), unless the operator asked to keep them."""
-    if keep:
-        print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
-        return
-    run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster])
-    shutil.rmtree(state, ignore_errors=True)
 
 
 def main() -> None:

@@ -41,14 +41,15 @@ TEST_TARGETS = ("lint", "test-unit", "test-molecule", "test-e2e")
 CHANGED = re.compile(r"^\S+\s*:\s*ok=\d+\s+changed=(\d+)", re.MULTILINE)
 
 
-def make(target: str, env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Run one make target with its output in .local/logs/bench-make-<target>.log; return (seconds, output)."""
+def logged(argv: list[str], name: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run `argv` with its output in .local/logs/bench-make-<name>.log; return (seconds, output).
+    A failure stops the bench with the output's end."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"bench-make-{target}.log"
+    log = LOGS / f"bench-make-{name}.log"
     started = time.monotonic()
     result = subprocess.run(
-        ["make", target],
-        cwd=REPO,
+        argv,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         text=True,
         stdout=subprocess.PIPE,
@@ -59,8 +60,13 @@ def make(target: str, env: dict[str, str] | None = None) -> tuple[float, str]:
     log.write_text(result.stdout)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-30:])
-        raise SystemExit(f"make {target} failed after {elapsed:.0f} s (log: {log}):\n{tail}")
+        raise SystemExit(f"{' '.join(argv)} failed after {elapsed:.0f} s (log: {log}):\n{tail}")
     return elapsed, result.stdout
+
+
+def make(target: str, env: dict[str, str] | None = None) -> tuple[float, str]:
+    """One make target in the checkout, logged (see logged)."""
+    return logged(["make", target], target, env=env)
 
 
 def changed(output: str) -> int:
@@ -193,33 +199,22 @@ def ci_cold() -> dict:
     # again, and nothing the machine's own podman holds is read or touched.
     storage_conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{work}/storage"\nrunroot = "{work}/run"\n')
     env = {
-        **os.environ,
         "OPENPOLICY_CACHE": f"{work}/openpolicy",
         "GOCACHE": f"{work}/go-build",
         "GOMODCACHE": f"{work}/go-mod",
         "XDG_CACHE_HOME": f"{work}/xdg-cache",
         "CONTAINERS_STORAGE_CONF": str(storage_conf),
     }
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / "bench-make-ci-cold.log"
     try:
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=clone, text=True, capture_output=True, check=True
         ).stdout.strip()
-        started = time.monotonic()
-        result = subprocess.run(
-            [".ci/run"], cwd=clone, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
-        )
-        elapsed = time.monotonic() - started
-        log.write_text(result.stdout)
-        if result.returncode != 0:
-            tail = "\n".join(result.stdout.splitlines()[-30:])
-            raise SystemExit(f".ci/run failed after {elapsed:.0f} s (log: {log}):\n{tail}")
+        elapsed, output = logged([".ci/run"], "ci-cold", cwd=clone, env=env)
     finally:
         unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
-    figures = {**ci_cold_figures(result.stdout, elapsed), "commit": commit}
+    figures = {**ci_cold_figures(output, elapsed), "commit": commit}
     print(
         f"CI cold (.ci/run):       {elapsed:7.1f} s   (bootstrap {figures['bootstrap_s']:.0f} s, "
         f"images {figures['images_s']:.0f} s, the tests {figures['tests_s']:.0f} s)"

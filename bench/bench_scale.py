@@ -37,7 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.helm_loop import plain_helm_loop, run  # noqa: E402
+from bench.helm_loop import plain_helm_loop, run, tear_down  # noqa: E402
 from bench.results_file import RESULTS, write_results  # noqa: E402
 from tests.helpers import recap, run_playbook  # noqa: E402
 
@@ -299,12 +299,7 @@ def main() -> None:
                 measure(bench, figures[part])
                 write_results("scale", figures)
     finally:
-        if not args.keep:
-            run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *bench.cluster_args])
-            # The cluster's state, the bench's vault, the catalogs and charts it generated.
-            shutil.rmtree(state, ignore_errors=True)
-        else:
-            print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
+        tear_down(bench.cluster_args, state, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 `helm upgrade --install --wait` over the same charts, values and Secrets that deploy.yml gave
 its releases (read back from Helm and the cluster), one at a time in order, `jobs` at a time
 through `xargs -P`, or tier by tier with each tier's at once (deploy.yml's order without
-Ansible), into a namespace of its own."""
+Ansible), into a namespace of its own. Also what both cluster benchmarks share around it: `run`
+and `tear_down`."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +22,16 @@ def run(cmd: list[str], stdin: str | None = None) -> str:
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])}... failed: {result.stderr.strip()[-1000:]}")
     return result.stdout
+
+
+def tear_down(cluster_args: list[str], state: Path, keep: bool) -> None:
+    """The bench cluster down and its folder gone (the cluster's state, the bench's vault, what
+    the bench generated), unless the operator asked to keep them (--keep)."""
+    if keep:
+        print(f"kept: KUBECONFIG={state / 'kubeconfig'}")
+        return
+    run([sys.executable, str(REPO / "scripts" / "local_cluster.py"), "down", *cluster_args])
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def plain_helm_loop(

@@ -106,9 +106,10 @@ _MITOGEN_BUILD_TUPLE = getattr(
 )
 
 
-def _cache_key(fullname: str, path: str, source: bytes) -> str:
-    identity = repr((mitogen.__version__, sys.version, fullname, path)).encode()
-    return hashlib.sha256(identity + b"\0" + source).hexdigest()
+def _cache_key(source: bytes, *identity: str) -> str:
+    """An entry's name: the hash of Mitogen's and Python's versions, `identity` and `source`."""
+    named = repr((mitogen.__version__, sys.version, *identity)).encode()
+    return hashlib.sha256(named + b"\0" + source).hexdigest()
 
 
 def _read_entry(key: str):
@@ -139,7 +140,7 @@ def _build_tuple_kept_across_runs(self, fullname):
     path, source, is_pkg = self._finder.get_module_source(fullname)
     if not path or source is None or mitogen.master.is_stdlib_path(path):
         return _MITOGEN_BUILD_TUPLE(self, fullname)
-    key = _cache_key(fullname, path, source)
+    key = _cache_key(source, fullname, path)
     entry = _read_entry(key)
     if not (isinstance(entry, tuple) and len(entry) == 2):
         built = _MITOGEN_BUILD_TUPLE(self, fullname)
@@ -173,7 +174,7 @@ def _compile_kept_across_runs(source, filename, mode, *more, **options):
     the Python. Any other call is compile's own."""
     if more or options or not isinstance(source, bytes):
         return compile(source, filename, mode, *more, **options)
-    key = "code-" + hashlib.sha256(repr((sys.version, filename, mode)).encode() + b"\0" + source).hexdigest()
+    key = "code-" + _cache_key(source, filename, mode)
     code = _COMPILED.get(key) or _read_entry(key)
     if not isinstance(code, types.CodeType):
         # Without the futures of this file: module_finder's own (absolute_import, division,

@@ -696,7 +696,7 @@ def test_the_default_strategy_keeps_what_mitogen_prepares_for_a_module_across_ru
         assert entries[0].stat().st_mtime_ns == written, "read, not built and written again"
         assert mitogen.master.ModuleResponder._build_tuple.__wrapped__ is strategy._MITOGEN_BUILD_TUPLE
         path, source, _ = responder._finder.get_module_source("ansible.module_utils.basic")
-        assert strategy._cache_key("ansible.module_utils.basic", path, source + b"\n") != entries[0].name
+        assert strategy._cache_key(source + b"\n", "ansible.module_utils.basic", path) != entries[0].name
     finally:
         broker.shutdown()
         broker.join()
